@@ -1,0 +1,66 @@
+"""App factory; the lifespan owns the engine, the session factory and the Redis client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+import redis
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from geoservice import __version__
+from geoservice.api.errors import add_exception_handlers
+from geoservice.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from geoservice.api.routers import api_router, health
+from geoservice.config import Settings, get_settings
+from geoservice.db.engine import make_engine, make_sessionmaker, transaction
+from geoservice.db.repositories import users
+from geoservice.logging import configure_logging
+from geoservice.queue import CeleryTaskQueue, TaskQueue
+
+
+class State(TypedDict):
+    settings: Settings
+    engine: Engine
+    sessionmaker: sessionmaker[Session]
+    redis: redis.Redis
+    queue: TaskQueue
+    default_user_id: object
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application for ``settings`` (default: from the environment)."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[State]:
+        engine = make_engine(settings, "api")
+        factory = make_sessionmaker(engine)
+        with transaction(factory) as session:
+            default_user_id = users.get_or_create(session, settings.default_username).id
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, health_check_interval=30)
+        queue = CeleryTaskQueue(settings)
+        try:
+            yield State(settings=settings, engine=engine, sessionmaker=factory, redis=client, queue=queue,
+                        default_user_id=default_user_id)
+        finally:
+            queue.close()
+            client.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="geoservice",
+        version=__version__,
+        description="Geospatial analysis processing: PostGIS datasets; buffer, overlay and reprojection tasks.",
+        lifespan=lifespan,
+    )
+    add_exception_handlers(app)
+    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
+    app.include_router(health.router)
+    app.include_router(api_router, prefix="/api/v1")
+    return app

@@ -1,0 +1,9 @@
+"""Routers; ``api_router`` aggregates everything under /api/v1."""
+
+from fastapi import APIRouter
+
+from geoservice.api.routers import datasets, tasks
+
+api_router = APIRouter()
+api_router.include_router(datasets.router)
+api_router.include_router(tasks.router)

@@ -1,0 +1,1 @@
+"""API schemas (XCreate / XRead / Page[XRead])."""

@@ -1,0 +1,24 @@
+"""Shared API schemas."""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):  # noqa: UP046 (pydantic generic model, Python 3.11)
+    data: list[T]
+    count: int
+    limit: int
+    offset: int
+    links: dict[str, str] = {}
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+    field: str | None = None
+    feature: int | str | None = None

@@ -1,0 +1,89 @@
+"""Typed settings: the only place that reads the environment.
+
+Flat variable names are the contract: ``GEOSERVICE_DATABASE_URL``, ``GEOSERVICE_REDIS_URL`` and so on.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-insecure-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GEOSERVICE_", env_file=".env", extra="ignore")
+
+    env: Literal["dev", "test", "production"] = "dev"
+    secret_key: str = DEV_SECRET
+
+    # --- PostgreSQL / PostGIS -------------------------------------------------------------
+    # 127.0.0.1, not localhost: localhost resolves to ::1 first, where trust auth is not configured.
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/geoservice"
+    # Pool per process; the API runs sync handlers in a thread pool of ~40, most of them short.
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    # Statement timeout for API requests (ms): a runaway query must not hold a connection forever.
+    db_statement_timeout_ms: int = 120_000
+
+    # --- Redis / Celery -------------------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Queue name; tests use their own so parallel runs never steal each other's tasks.
+    task_queue: str = "geoservice"
+    # Soft limit raises inside the task (it is marked failed with a clear reason); hard limit kills it.
+    task_soft_time_limit_s: int = 1800
+    task_hard_time_limit_s: int = 1900
+    # Must exceed the hard limit: Redis re-delivers an unacked task after this many seconds.
+    broker_visibility_timeout_s: int = 2100
+    # A running task renews its lease every lease_s / 3; an expired lease means the worker is gone.
+    task_lease_s: int = 60
+    task_max_attempts: int = 3
+    # The sweeper re-enqueues accepted tasks older than this that never started (lost enqueue).
+    sweeper_interval_s: int = 30
+    sweeper_accepted_grace_s: int = 60
+    # Progress writes are throttled to about once per this many seconds (phase changes always write).
+    progress_interval_s: float = 1.0
+    # Extra analysis operations, "module:attribute" of an Operation each (comma-separated); API and
+    # workers must load the same list. Used for site-specific analyses, and by the tests.
+    analysis_plugins: str = ""
+    # Features per chunk when analyses process large inputs.
+    analysis_chunk_size: int = 5000
+
+    # --- HTTP -----------------------------------------------------------------------------
+    # Largest accepted request body or upload (bytes); larger ones get 413.
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    # Largest total size of files unpacked from an uploaded zip (zip-bomb guard).
+    max_unpacked_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1024)
+    # Default and maximum page sizes for lists and features.
+    page_size_default: int = 100
+    page_size_max: int = 10_000
+    # Rows fetched per round trip when streaming exports.
+    export_batch_size: int = 5000
+    # Owner of datasets and tasks until authentication lands (issue #6).
+    default_username: str = "geoservice"
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_default_secret_in_production(self) -> Self:
+        if self.env == "production" and self.secret_key == DEV_SECRET:
+            raise ValueError("GEOSERVICE_SECRET_KEY must be set to a real secret when GEOSERVICE_ENV=production")
+        if self.broker_visibility_timeout_s <= self.task_hard_time_limit_s:
+            raise ValueError("broker_visibility_timeout_s must exceed task_hard_time_limit_s")
+        if self.task_soft_time_limit_s >= self.task_hard_time_limit_s:
+            raise ValueError("task_soft_time_limit_s must be below task_hard_time_limit_s")
+        return self
+
+    @property
+    def psycopg_dsn(self) -> str:
+        """Return the database URL in libpq form (for raw psycopg connections)."""
+        return self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process-wide settings (read once from the environment)."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Database layer: models, engine, repositories and the bulk GIS I/O paths."""

@@ -1,0 +1,1 @@
+"""SQL only: functions that take a Session."""

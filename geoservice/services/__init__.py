@@ -1,0 +1,1 @@
+"""Use-cases: validate, call repositories, flush (the caller commits), enqueue after commit."""

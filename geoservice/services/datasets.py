@@ -1,0 +1,196 @@
+"""Dataset use-cases: import a layer, store an analysis output, read features in any CRS."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import shapely
+from geopandas import GeoDataFrame
+from pyproj import CRS, Transformer
+from sqlalchemy.orm import Session
+
+from geoservice.analysis.crs import parse_crs
+from geoservice.analysis.errors import EmptyInput
+from geoservice.analysis.validation import geometry_family, validate_geometries
+from geoservice.db import gis_io
+from geoservice.db.models import Dataset
+from geoservice.db.repositories import datasets as repo
+from geoservice.errors import Conflict, InvalidInput, NotFound
+
+CRS84 = CRS.from_user_input("OGC:CRS84")
+
+
+@dataclass
+class StoredLayer:
+    dataset: Dataset
+    repaired: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_name(session: Session, owner_id: uuid.UUID, name: Any) -> str:
+    """Validate a dataset name and that the owner has no dataset of that name yet."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput("name: a non-empty dataset name is required", field="name")
+    name = name.strip()
+    if len(name) > 255:
+        raise InvalidInput("name: at most 255 characters", field="name")
+    if repo.get_by_name(session, owner_id, name) is not None:
+        raise Conflict(f"name: a dataset named {name!r} already exists", field="name")
+    return name
+
+
+def store_layer(
+    session: Session,
+    owner_id: uuid.UUID,
+    name: str,
+    gdf: GeoDataFrame,
+    *,
+    source: dict[str, Any],
+    make_valid: bool = False,
+    description: str | None = None,
+) -> StoredLayer:
+    """Validate ``gdf`` and store it as a new dataset in its own CRS (flushes; the caller commits)."""
+    name = check_name(session, owner_id, name)
+    if len(gdf) == 0:
+        raise EmptyInput("features: the layer has no features", field="features")
+    if gdf.crs is None:
+        raise InvalidInput("crs: the layer has no CRS", field="crs")
+    gdf, fids = _feature_ids(gdf.reset_index(drop=True))
+    gdf, repaired = validate_geometries(gdf, make_valid=make_valid)
+    crs = CRS.from_user_input(gdf.crs)
+    srid, label = repo.resolve_srid(session, crs)
+    bounds = [float(v) for v in shapely.total_bounds(np.asarray(gdf.geometry.array))]
+    dataset = repo.add(
+        session,
+        name=name,
+        description=description,
+        owner_id=owner_id,
+        srid=srid,
+        crs=label,
+        geometry_type=geometry_family(gdf),
+        feature_count=len(gdf),
+        extent=bounds,
+        extent_crs84=_bounds_crs84(crs, bounds),
+        fields=infer_fields(gdf),
+        source=source,
+    )
+    gis_io.copy_features(session, dataset.id, gdf, srid=srid, crs_label=label, fids=fids)
+    return StoredLayer(dataset, repaired)
+
+
+def _feature_ids(gdf: GeoDataFrame) -> tuple[GeoDataFrame, np.ndarray | None]:
+    """Use an integer ``fid`` column (unique, positive) as the feature ids, as GDAL does.
+
+    Our own Shapefile and FlatGeobuf exports carry the ids in ``fid`` (FlatGeobuf may store features in
+    spatial order), so a re-import restores the same ids, order and attributes.
+    """
+    if "fid" not in gdf.columns or not pd.api.types.is_integer_dtype(gdf["fid"]) or gdf["fid"].isna().any():
+        return gdf, None
+    fids = gdf["fid"].to_numpy(dtype=np.int64)
+    if len(np.unique(fids)) != len(fids) or fids.min() < 1 or fids.max() > 2**31 - 1:
+        return gdf, None
+    order = np.argsort(fids, kind="stable")
+    return gdf.drop(columns="fid").iloc[order].reset_index(drop=True), fids[order]
+
+
+def _bounds_crs84(crs: CRS, bounds: list[float]) -> list[float]:
+    if same_crs(crs, CRS84):
+        return bounds
+    transformer = transformer_for(crs.to_wkt(), CRS84.to_wkt())
+    return [float(v) for v in transformer.transform_bounds(*bounds, densify_pts=21)]
+
+
+def infer_fields(gdf: GeoDataFrame) -> list[dict[str, str]]:
+    """Describe the attribute columns in order, so exports can restore their types."""
+    out = []
+    for column in gdf.columns:
+        if column == gdf.geometry.name:
+            continue
+        out.append({"name": str(column), "type": _field_type(gdf[column])})
+    return out
+
+
+def _field_type(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series):
+        return "bool"
+    if pd.api.types.is_integer_dtype(series):
+        return "int"
+    if pd.api.types.is_float_dtype(series):
+        return "float"
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return "datetime"
+    values = [v for v in series.to_numpy(dtype=object) if v is not None and v is not pd.NaT and v == v]
+    if values and all(isinstance(v, bool) for v in values):
+        return "bool"
+    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "int"
+    if values and all(isinstance(v, float | int) and not isinstance(v, bool) for v in values):
+        return "float"
+    if values and all(isinstance(v, datetime) for v in values):
+        return "datetime"
+    if values and all(isinstance(v, date) for v in values):
+        return "date"
+    if any(isinstance(v, dict | list) for v in values):
+        return "json"
+    return "str"
+
+
+def get_dataset(session: Session, dataset_id: uuid.UUID, owner_id: uuid.UUID) -> Dataset:
+    """Return the owner's dataset or raise NotFound (another owner's dataset is not found either)."""
+    dataset = repo.get(session, dataset_id)
+    if dataset is None or dataset.owner_id != owner_id:
+        raise NotFound(f"dataset {dataset_id} not found", field="dataset_id")
+    return dataset
+
+
+def dataset_crs(dataset: Dataset) -> CRS:
+    """Return the dataset's CRS object."""
+    return _crs_from_label(dataset.crs)
+
+
+@lru_cache(maxsize=256)
+def _crs_from_label(label: str) -> CRS:
+    return CRS.from_user_input(label)
+
+
+def output_crs(dataset: Dataset, requested: str | None) -> CRS:
+    """Return the CRS to answer in: CRS84 by default (RFC 7946), ``native``, or any parseable CRS."""
+    if requested is None:
+        return CRS84
+    if requested == "native":
+        return dataset_crs(dataset)
+    return parse_crs(requested, field="crs")
+
+
+@lru_cache(maxsize=256)
+def transformer_for(src_wkt: str, dst_wkt: str) -> Transformer:
+    """Return a cached lon/lat-ordered transformer between two CRSs."""
+    return Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), always_xy=True)
+
+
+def same_crs(a: CRS, b: CRS) -> bool:
+    if a == b:
+        return True
+    # EPSG:4326 as stored by PostGIS is lon/lat: the same numbers as CRS84.
+    pair = {a.to_string(), b.to_string()}
+    return pair <= {"EPSG:4326", "OGC:CRS84"}
+
+
+def to_crs(gdf: GeoDataFrame, target: CRS) -> GeoDataFrame:
+    """Reproject (lon/lat order for geographic CRSs); an exact no-op when the CRS is unchanged."""
+    source = CRS.from_user_input(gdf.crs)
+    if same_crs(source, target):
+        return gdf.set_crs(target, allow_override=True)
+    transformer = transformer_for(source.to_wkt(), target.to_wkt())
+    geoms = shapely.transform(np.asarray(gdf.geometry.array), lambda xy: np.column_stack(
+        transformer.transform(xy[:, 0], xy[:, 1])
+    ))
+    out = gdf.copy()
+    out[gdf.geometry.name] = geoms
+    return out.set_crs(target, allow_override=True)

@@ -1,0 +1,1 @@
+"""SuperMap iServer payload shapes (see shared/reference/supermap-rest.md)."""

@@ -1,0 +1,89 @@
+"""Throttled progress writes to the task row, plus the lease keeper thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from geoservice.db.engine import transaction
+from geoservice.db.repositories import tasks as repo
+from geoservice.logging import get_logger
+
+log = get_logger(__name__)
+
+#: Overall progress span of each phase; an analysis reports fractions within "computing".
+PHASES: dict[str, tuple[float, float]] = {
+    "loading": (0.0, 10.0),
+    "computing": (10.0, 85.0),
+    "storing": (85.0, 99.0),
+}
+
+
+class TaskCancelled(Exception):
+    """The task was dismissed, or its lease was taken by another attempt: stop without storing."""
+
+
+class ProgressReporter:
+    """Write ``progress``/``phase`` at most every ``interval`` s, and always when the phase changes.
+
+    A failed write is logged and never fails the task. When the lease keeper reports the lease lost
+    (cancelled, or taken over), the next report raises ``TaskCancelled``.
+    """
+
+    def __init__(self, factory: sessionmaker[Session], task_id: uuid.UUID, owner: str, interval: float) -> None:
+        self.factory = factory
+        self.task_id = task_id
+        self.owner = owner
+        self.interval = interval
+        self.lost = threading.Event()
+        self._last_write = 0.0
+        self._last_phase: str | None = None
+
+    def phase(self, name: str, fraction: float = 0.0) -> None:
+        """Report progress ``fraction`` (0-1) within phase ``name``."""
+        if self.lost.is_set():
+            raise TaskCancelled("the task was dismissed or taken over by another attempt")
+        lo, hi = PHASES.get(name, (0.0, 99.0))
+        now = time.monotonic()
+        if name == self._last_phase and now - self._last_write < self.interval:
+            return
+        self._last_phase, self._last_write = name, now
+        try:
+            with transaction(self.factory) as session:
+                if not repo.write_progress(session, self.task_id, self.owner, lo + (hi - lo) * fraction, name):
+                    self.lost.set()
+        except Exception:
+            log.warning("progress write failed", task_id=str(self.task_id), exc_info=True)
+
+    def computing(self, fraction: float, _message: str = "computing") -> None:
+        """The analysis progress callback (``ProgressFn``)."""
+        self.phase("computing", fraction)
+
+
+class LeaseKeeper(threading.Thread):
+    """Renew the lease every lease/3 s while the task runs; flag the reporter when the lease is lost."""
+
+    def __init__(self, factory: sessionmaker[Session], reporter: ProgressReporter, lease_s: int) -> None:
+        super().__init__(name=f"lease-{reporter.task_id}", daemon=True)
+        self.factory = factory
+        self.reporter = reporter
+        self.lease_s = lease_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(max(self.lease_s / 3, 0.5)):
+            try:
+                with transaction(self.factory) as session:
+                    held = repo.renew_lease(session, self.reporter.task_id, self.reporter.owner, self.lease_s)
+            except Exception:
+                log.warning("lease renewal failed", task_id=str(self.reporter.task_id), exc_info=True)
+                continue
+            if not held:
+                self.reporter.lost.set()
+                return
+
+    def stop(self) -> None:
+        self.stopped.set()
