@@ -21,7 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
-console = Console()
+console = Console() if sys.stdout.isatty() else Console(width=140)
 
 
 def _start(args: list[str], name: str) -> subprocess.Popen[bytes]:
@@ -73,12 +73,19 @@ def _follow(client: httpx.Client, task: dict[str, Any], progress: Progress) -> d
     return client.get(f"/api/v1/tasks/{task['id']}/results").json()  # type: ignore[no-any-return]
 
 
-def demo_jobs(datasets: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The analyses the demo runs on the sample data."""
-    countries = datasets["countries"]["id"]
+def demo_jobs(datasets: dict[str, dict[str, Any]]) -> list[Any]:
+    """The analyses the demo runs on the sample data; a job may use the results of earlier ones."""
+    countries, places = datasets["countries"]["id"], datasets["populated_places"]["id"]
     return [
-        {"name": "countries to Equal Earth", "analysis_type": "reproject",
-         "parameters": {"input": {"dataset_id": countries}, "target_crs": "EPSG:8857"}},
+        lambda _r: {"name": "countries to Equal Earth", "analysis_type": "reproject",
+                    "parameters": {"input": {"dataset_id": countries}, "target_crs": "EPSG:8857"}},
+        lambda _r: {"name": "50 km around populated places", "analysis_type": "buffer",
+                    "parameters": {"input": {"dataset_id": places}, "distance": {"value": 50, "unit": "km"},
+                                   "quad_segs": 8}},
+        lambda r: {"name": "countries within 50 km of a place", "analysis_type": "overlay",
+                   "parameters": {"input": {"dataset_id": countries}, "operation": "intersect",
+                                  "overlay": {"dataset_id": r[-1]["results"][0]["dataset_id"]},
+                                  "input_fields": ["name", "continent"], "overlay_fields": ["name"]}},
     ]
 
 
@@ -105,6 +112,10 @@ def _detail(meta: dict[str, Any]) -> str:
     if "transformation" in meta:
         tr = meta["transformation"] or {}
         return f"{tr.get('description', '')} (accuracy {tr.get('accuracy_m', '?')} m)"
+    if "max_scale_error" in meta:
+        return f"{meta.get('strategy')}; max scale error {meta['max_scale_error']:.1e}"
+    if "operation" in meta:
+        return f"{meta['operation']}: {meta.get('input_feature_count', '?')} x {meta.get('overlay_feature_count', '?')}"
     return str(meta.get("strategy", ""))
 
 
@@ -124,8 +135,8 @@ def run_demo(*, host: str, port: int, keep_serving: bool) -> int:
             results = []
             with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                           TimeElapsedColumn(), console=console) as progress:
-                for job in demo_jobs(datasets):
-                    r = client.post("/api/v1/tasks", json=job)
+                for make_job in demo_jobs(datasets):
+                    r = client.post("/api/v1/tasks", json=make_job(results))
                     r.raise_for_status()
                     results.append(_follow(client, r.json(), progress))
             console.print(_summary(results))

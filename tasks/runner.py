@@ -164,7 +164,7 @@ def _store(factory: sessionmaker[Session], claim: repo.Claim, params: Any, outpu
             raise TaskCancelled("lease lost before storing")
         base = sources["input"].name if "input" in sources else "inline"
         name = getattr(params, "output_name", None) or f"{base}_{claim.analysis_type}_{str(claim.task_id)[:8]}"
-        stored = dataset_service.store_layer(session, claim.created_by, name, output.gdf, make_valid=True,
+        stored = dataset_service.store_layer(session, claim.created_by, name, output.gdf, analysis_output=True,
                                              source={"task_id": str(claim.task_id),
                                                      "analysis_type": claim.analysis_type})
         dataset = stored.dataset

@@ -36,7 +36,7 @@ _COLLECTION_ID = 7
 
 
 def validate_geometries(
-    gdf: GeoDataFrame, *, make_valid: bool, feature_labels: Sequence[Any] | None = None
+    gdf: GeoDataFrame, *, make_valid: bool, feature_labels: Sequence[Any] | None = None, allow_mixed: bool = False
 ) -> tuple[GeoDataFrame, list[dict[str, Any]]]:
     """Check every geometry of ``gdf``; repair invalid ones when ``make_valid`` is true.
 
@@ -45,6 +45,8 @@ def validate_geometries(
         make_valid: repair OGC-invalid geometries instead of refusing them.
         feature_labels: how features are named in errors and in the repair list, one per row
             (default: the 0-based position, i.e. the index of the feature in the input).
+        allow_mixed: accept several geometry families and GeometryCollections (analysis outputs that
+            asked for them, e.g. an overlay with ``keep_geom_type=false``).
 
     Returns:
         ``(gdf, repaired)``: ``gdf`` itself when nothing was repaired, else a copy with the repaired
@@ -67,7 +69,8 @@ def validate_geometries(
     if gdf.crs.is_geographic:
         _check_lonlat(xy, owner, labels, gdf.crs)
     types = shapely.get_type_id(geoms)
-    _check_one_family(types, labels)
+    if not allow_mixed:
+        _check_one_family(types, labels)
     invalid = np.flatnonzero(~shapely.is_valid(geoms))
     if not len(invalid):
         return gdf, []
@@ -79,7 +82,7 @@ def validate_geometries(
             field=where,
             feature=labels[invalid[0]],
         )
-    fixed = _repair(geoms[invalid], types[invalid])
+    fixed = _repair(geoms[invalid], types[invalid], keep_all=allow_mixed)
     lost = np.flatnonzero(shapely.is_missing(fixed) | shapely.is_empty(fixed))
     if len(lost):
         k = int(lost[0])
@@ -98,7 +101,7 @@ def validate_geometries(
     return result, repaired
 
 
-def geometry_family(gdf: GeoDataFrame) -> str:
+def geometry_family(gdf: GeoDataFrame, *, allow_mixed: bool = False) -> str:
     """Return the layer's geometry type for a column or file layer definition.
 
     ``"Point"``, ``"LineString"`` or ``"Polygon"``, prefixed with ``"Multi"`` when any feature is
@@ -113,7 +116,11 @@ def geometry_family(gdf: GeoDataFrame) -> str:
     present = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
     types = shapely.get_type_id(geoms[present])
     if not len(types):
+        if allow_mixed:
+            return "Unknown"
         raise EmptyInput("the layer has no non-empty geometries")
+    if allow_mixed and (len({int(_FAMILY[t]) for t in types}) > 1 or (_FAMILY[types] < 0).any()):
+        return "Geometry"
     _check_one_family(types, list(np.flatnonzero(present)))
     family = _FAMILY_NAMES[_FAMILY[types[0]]]
     return f"Multi{family}" if np.isin(types, _MULTI_IDS).any() else family
@@ -190,11 +197,13 @@ def _check_one_family(types: np.ndarray, labels: list[Any]) -> None:
         )
 
 
-def _repair(geoms: np.ndarray, types: np.ndarray) -> np.ndarray:
+def _repair(geoms: np.ndarray, types: np.ndarray, *, keep_all: bool = False) -> np.ndarray:
     try:
         fixed = shapely.make_valid(geoms, method="structure", keep_collapsed=False)
     except (ValueError, shapely.errors.GEOSException, shapely.errors.UnsupportedGEOSVersionError):
         fixed = shapely.make_valid(geoms)  # GEOS < 3.10 has only the "linework" method
+    if keep_all:
+        return np.asarray(fixed, dtype=object)
     out = np.empty(len(fixed), dtype=object)
     for k, (geom, type_id) in enumerate(zip(fixed, types, strict=True)):
         out[k] = _keep_family(geom, int(_FAMILY[type_id]), multi=int(type_id) in _MULTI_IDS)

@@ -54,18 +54,23 @@ def store_layer(
     source: dict[str, Any],
     make_valid: bool = False,
     description: str | None = None,
+    analysis_output: bool = False,
 ) -> StoredLayer:
-    """Validate ``gdf`` and store it as a new dataset in its own CRS (flushes; the caller commits)."""
+    """Validate ``gdf`` and store it as a new dataset in its own CRS (flushes; the caller commits).
+
+    An ``analysis_output`` may be empty (an overlay without overlap) or mix geometry families (when the
+    analysis was asked to keep them); invalid output geometries are repaired and reported.
+    """
     name = check_name(session, owner_id, name)
-    if len(gdf) == 0:
+    if len(gdf) == 0 and not analysis_output:
         raise EmptyInput("features: the layer has no features", field="features")
     if gdf.crs is None:
         raise InvalidInput("crs: the layer has no CRS", field="crs")
     gdf, fids = _feature_ids(gdf.reset_index(drop=True))
-    gdf, repaired = validate_geometries(gdf, make_valid=make_valid)
+    gdf, repaired = validate_geometries(gdf, make_valid=make_valid or analysis_output, allow_mixed=analysis_output)
     crs = CRS.from_user_input(gdf.crs)
     srid, label = repo.resolve_srid(session, crs)
-    bounds = [float(v) for v in shapely.total_bounds(np.asarray(gdf.geometry.array))]
+    bounds = [float(v) for v in shapely.total_bounds(np.asarray(gdf.geometry.array))] if len(gdf) else None
     dataset = repo.add(
         session,
         name=name,
@@ -73,7 +78,7 @@ def store_layer(
         owner_id=owner_id,
         srid=srid,
         crs=label,
-        geometry_type=geometry_family(gdf),
+        geometry_type=geometry_family(gdf, allow_mixed=analysis_output),
         feature_count=len(gdf),
         extent=bounds,
         extent_crs84=_bounds_crs84(crs, bounds),
@@ -99,8 +104,8 @@ def _feature_ids(gdf: GeoDataFrame) -> tuple[GeoDataFrame, np.ndarray | None]:
     return gdf.drop(columns="fid").iloc[order].reset_index(drop=True), fids[order]
 
 
-def _bounds_crs84(crs: CRS, bounds: list[float]) -> list[float]:
-    if same_crs(crs, CRS84):
+def _bounds_crs84(crs: CRS, bounds: list[float] | None) -> list[float] | None:
+    if bounds is None or same_crs(crs, CRS84):
         return bounds
     transformer = transformer_for(crs.to_wkt(), CRS84.to_wkt())
     return [float(v) for v in transformer.transform_bounds(*bounds, densify_pts=21)]

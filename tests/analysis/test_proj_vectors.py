@@ -44,7 +44,7 @@ from geoservice.analysis.errors import AnalysisInputError, TransformationUnavail
 # The module, not the ``reproject`` function the package re-exports under the same name.
 rp = importlib.import_module("geoservice.analysis.reproject")
 
-VECTORS = Path("/work/shared/peer-tests/proj")
+VECTORS = Path(__file__).resolve().parents[3] / "shared" / "peer-tests" / "proj"
 GIE_FILES = sorted([*VECTORS.glob("gie/*.gie"), *VECTORS.glob("gigs/*.gie*")])
 CS2CS_FILE = VECTORS / "cli" / "test_cs2cs_various.yaml"
 

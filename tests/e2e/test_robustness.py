@@ -129,7 +129,9 @@ def test_cancel_stops_running_task(database_url, pg):
         final = client.get(f"/api/v1/tasks/{task['id']}").json()
         assert final["status"] == "dismissed"
         assert result_sets(pg, task["id"]) == (0, 0)
-        assert client.post(f"/api/v1/tasks/{task['id']}/cancel").status_code == 409
+        again = client.post(f"/api/v1/tasks/{task['id']}/cancel")  # idempotent
+        assert again.status_code == 200 and again.json()["status"] == "dismissed"
+        assert client.post(f"/api/v1/tasks/{nxt['id']}/cancel").status_code == 409  # already successful
 
 
 def test_cancel_accepted_task_never_runs(database_url, pg):
