@@ -80,10 +80,37 @@ def worker(
     ])
 
 
+@app.command("create-user")
+def create_user(
+    username: str,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True,
+                                          envvar="GEOSERVICE_NEW_USER_PASSWORD")],
+    role: Annotated[list[str], typer.Option(help="admin, analyst, viewer, agent (repeatable)")] = ["analyst"],  # noqa: B006
+    email: str | None = None,
+) -> None:
+    """Create a user (``--role admin`` for the first administrator)."""
+    from geoservice.db.engine import make_engine, make_sessionmaker, transaction
+    from geoservice.errors import GeoserviceError
+    from geoservice.services.auth import create_user as create
+
+    engine = make_engine(get_settings(), "cli")
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            user = create(session, username=username, password=password, email=email, roles=role,
+                          is_superuser="admin" in role)
+            typer.echo(f"created user {user.username!r} ({user.id}) with roles {', '.join(role)}")
+    except GeoserviceError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        engine.dispose()
+
+
 @app.command("import")
 def import_(
     path: Path,
     name: Annotated[str | None, typer.Option(help="dataset name (default: file name)")] = None,
+    owner: Annotated[str | None, typer.Option(help="owner's user name (default: GEOSERVICE_DEFAULT_USERNAME)")] = None,
     crs: Annotated[str | None, typer.Option(help="CRS when the file has none")] = None,
     layer: Annotated[str | None, typer.Option(help="layer of a GeoPackage")] = None,
     make_valid: bool = False,
@@ -99,9 +126,9 @@ def import_(
     engine = make_engine(settings, "cli")
     try:
         with transaction(make_sessionmaker(engine)) as session:
-            owner = users.get_or_create(session, settings.default_username).id
+            owner_id = users.get_or_create(session, owner or settings.default_username).id
             result = read_upload(path, path.name, layer=layer, crs=crs, max_unpacked_bytes=settings.max_unpacked_bytes)
-            stored = store_layer(session, owner, name or path.stem, result.gdf, make_valid=make_valid,
+            stored = store_layer(session, owner_id, name or path.stem, result.gdf, make_valid=make_valid,
                                  source={"format": result.source_format, "filename": path.name, "layer": result.layer})
     except GeoserviceError as exc:
         typer.echo(f"error: {exc.detail}", err=True)

@@ -62,8 +62,22 @@ class Settings(BaseSettings):
     page_size_max: int = 10_000
     # Rows fetched per round trip when streaming exports.
     export_batch_size: int = 5000
-    # Owner of datasets and tasks until authentication lands (issue #6).
+    # Owner of files imported with ``geoservice import`` when no --owner is given.
     default_username: str = "geoservice"
+
+    # --- Authentication -----------------------------------------------------------------
+    jwt_issuer: str = "geoservice"
+    jwt_audience: str = "geoservice-api"
+    # Access tokens are short-lived JWTs; refresh tokens rotate on every use.
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    # Open registration lets anyone create an account (role below); otherwise only admins create users.
+    registration_open: bool = False
+    default_role: str = "analyst"
+    # Failed logins allowed per account and per client IP within the window, then 429 + Retry-After.
+    login_max_failures_per_account: int = 5
+    login_max_failures_per_ip: int = 20
+    login_window_s: int = 900
     log_json: bool = False
     log_level: str = "INFO"
 

@@ -119,6 +119,33 @@ def _detail(meta: dict[str, Any]) -> str:
     return str(meta.get("strategy", ""))
 
 
+def _demo_login(client: httpx.Client) -> str:
+    """Create (or reset) the ``demo`` analyst with a fresh random password and log in over HTTP."""
+    import secrets
+
+    from sqlalchemy import select
+
+    from geoservice import security
+    from geoservice.config import get_settings
+    from geoservice.db.engine import make_engine, make_sessionmaker, transaction
+    from geoservice.db.models import User
+    from geoservice.services.auth import assign_role, create_user
+
+    password = secrets.token_urlsafe(18)
+    engine = make_engine(get_settings(), "cli")
+    with transaction(make_sessionmaker(engine)) as session:
+        user = session.execute(select(User).where(User.username == "demo")).scalar_one_or_none()
+        if user is None:
+            create_user(session, username="demo", password=password, roles=["analyst"])
+        else:
+            user.hashed_password = security.hash_password(password)
+            assign_role(session, user.id, "analyst")
+    engine.dispose()
+    r = client.post("/api/v1/auth/token", data={"username": "demo", "password": password})
+    r.raise_for_status()
+    return str(r.json()["access_token"])
+
+
 def run_demo(*, host: str, port: int, keep_serving: bool) -> int:
     """Run the demo; return the process exit code."""
     procs = [_start(["api", "--host", host, "--port", str(port)], "api"), _start(["worker", "-c", "2"], "worker")]
@@ -128,6 +155,8 @@ def run_demo(*, host: str, port: int, keep_serving: bool) -> int:
             console.print(f"[bold]geoservice demo[/] API {base}, logs in /tmp/geoservice-demo-*.log")
             _wait_ready(client)
             console.print("API, PostGIS, Redis and a worker are ready")
+            client.headers["Authorization"] = f"Bearer {_demo_login(client)}"
+            console.print("logged in as [cyan]demo[/] (analyst) with the OAuth2 password flow")
             datasets = {n: _dataset(client, n, SAMPLE_DIR / f"{n}.geojson") for n in ("countries", "populated_places")}
             for ds in datasets.values():
                 console.print(f"dataset [cyan]{ds['name']}[/]: {ds['feature_count']} {ds['geometry_type']} "

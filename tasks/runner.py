@@ -21,7 +21,6 @@ from geoservice.analysis.params import InputRef
 from geoservice.analysis.registry import Operation
 from geoservice.analysis.validation import validate_geometries
 from geoservice.config import Settings
-from geoservice.db import gis_io
 from geoservice.db.engine import transaction
 from geoservice.db.models import Dataset
 from geoservice.db.repositories import tasks as repo
@@ -29,6 +28,8 @@ from geoservice.errors import GeoserviceError
 from geoservice.fileio.readers import read_feature_collection
 from geoservice.logging import get_logger
 from geoservice.services import datasets as dataset_service
+from geoservice.services import selection
+from geoservice.services.auth import principal_for_user
 from geoservice.services.operations import operations
 from geoservice.supermap.payloads import dataset_result
 from tasks.progress import LeaseKeeper, ProgressReporter, TaskCancelled
@@ -127,12 +128,13 @@ def _load_inputs(factory: sessionmaker[Session], op: Operation, params: Any,
     layers: dict[str, GeoDataFrame] = {}
     sources: dict[str, Dataset] = {}
     with transaction(factory) as session:
+        principal = principal_for_user(session, owner_id, via="internal")
         for key in op.inputs:
             ref: InputRef = getattr(params, key)
             if ref.dataset_id is not None:
-                dataset = dataset_service.get_dataset(session, ref.dataset_id, owner_id)
-                gdf, _ = gis_io.read_features(session, dataset.id, dataset_service.dataset_crs(dataset),
-                                              dataset.fields)
+                dataset = dataset_service.get_dataset(session, ref.dataset_id, principal)
+                # Only the selected features and attributes (issue #5: filters of the SuperMap surface).
+                gdf = selection.read_input(session, dataset, ref.where, ref.fields)
                 layers[key] = gdf.reset_index(drop=True)
                 sources[key] = dataset
             else:

@@ -28,12 +28,14 @@ log = get_logger(__name__)
 def sweep_once(factory: sessionmaker[Session], queue: TaskQueue, settings: Settings) -> int:
     """Re-send lost tasks once; return how many were sent."""
     with transaction(factory) as session:
-        if not session.execute(text("SELECT pg_try_advisory_xact_lock(hashtext('geoservice.sweeper'))")).scalar():
+        lock = session.execute(text("SELECT pg_try_advisory_xact_lock(hashtext('geoservice.sweeper:' || :q))"),
+                               {"q": settings.task_queue}).scalar()
+        if not lock:
             return 0
-        exhausted = repo.fail_exhausted(session)
+        exhausted = repo.fail_exhausted(session, settings.task_queue)
         if exhausted:
             log.warning("tasks failed after their last attempt", count=exhausted)
-        candidates = repo.sweep_candidates(session, settings.sweeper_accepted_grace_s)
+        candidates = repo.sweep_candidates(session, settings.task_queue, settings.sweeper_accepted_grace_s)
         for task_id, status in candidates:
             queue.send(task_id)
             session.execute(text("UPDATE analysis_tasks SET enqueued_at = now() WHERE id = :id"), {"id": task_id})

@@ -57,6 +57,8 @@ def settings_env(database_url: str, queue: str, **overrides: str) -> dict[str, s
         "GEOSERVICE_SWEEPER_ACCEPTED_GRACE_S": "10",
         "GEOSERVICE_PROGRESS_INTERVAL_S": "0.2",
         "GEOSERVICE_ANALYSIS_PLUGINS": "tests.plugins.slow:OPERATION",
+        # Tokens live longer than the slowest test; rate limits stay as configured.
+        "GEOSERVICE_ACCESS_TOKEN_TTL_S": "3600",
     }
     env.update({f"GEOSERVICE_{k.upper()}": v for k, v in overrides.items()})
     return env
@@ -77,12 +79,50 @@ def settings(database_url: str, queue_name: str) -> Settings:
     return Settings(**{k.removeprefix("GEOSERVICE_").lower(): v for k, v in env.items()})  # type: ignore[arg-type]
 
 
+def make_user(settings: Settings, roles: list[str], username: str | None = None) -> tuple[str, str, str]:
+    """Create a user directly through the service; return (user id, username, password)."""
+    from geoservice.db.engine import make_engine, make_sessionmaker, transaction
+    from geoservice.services.auth import create_user
+
+    username = username or f"u_{secrets.token_hex(4)}"
+    password = secrets.token_urlsafe(16)
+    engine = make_engine(settings, "cli")
+    with transaction(make_sessionmaker(engine)) as session:
+        user = create_user(session, username=username, password=password, roles=roles,
+                           is_superuser="admin" in roles)
+        user_id = str(user.id)
+    engine.dispose()
+    return user_id, username, password
+
+
+def login(client: TestClient, username: str, password: str) -> dict[str, str]:
+    r = client.post("/api/v1/auth/token", data={"username": username, "password": password})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def authed_client(app, settings: Settings, roles: list[str] | None = None) -> TestClient:  # type: ignore[no-untyped-def]
+    """A TestClient logged in (Bearer token) as a new user with ``roles`` (default: analyst)."""
+    c = TestClient(app)
+    c.__enter__()
+    _, name, password = make_user(settings, roles or ["analyst"])
+    c.headers["Authorization"] = f"Bearer {login(c, name, password)['access_token']}"
+    return c
+
+
 @pytest.fixture(scope="session")
-def client(settings: Settings) -> Iterator[TestClient]:
+def app(settings: Settings):  # type: ignore[no-untyped-def]
     from geoservice.api.app import create_app
 
-    with TestClient(create_app(settings)) as c:
-        yield c
+    return create_app(settings)
+
+
+@pytest.fixture(scope="session")
+def client(app, settings: Settings) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    """The API as an analyst (a fresh user of this test run)."""
+    c = authed_client(app, settings)
+    yield c
+    c.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from geoservice import __version__
 from geoservice.api.errors import add_exception_handlers
 from geoservice.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from geoservice.api.routers import api_router, health
+from geoservice.api.routers import auth as auth_routes
 from geoservice.config import Settings, get_settings
-from geoservice.db.engine import make_engine, make_sessionmaker, transaction
-from geoservice.db.repositories import users
+from geoservice.db.engine import make_engine, make_sessionmaker
 from geoservice.logging import configure_logging
 from geoservice.queue import CeleryTaskQueue, TaskQueue
 
@@ -28,7 +28,6 @@ class State(TypedDict):
     sessionmaker: sessionmaker[Session]
     redis: redis.Redis
     queue: TaskQueue
-    default_user_id: object
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,13 +39,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[State]:
         engine = make_engine(settings, "api")
         factory = make_sessionmaker(engine)
-        with transaction(factory) as session:
-            default_user_id = users.get_or_create(session, settings.default_username).id
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, health_check_interval=30)
         queue = CeleryTaskQueue(settings)
         try:
-            yield State(settings=settings, engine=engine, sessionmaker=factory, redis=client, queue=queue,
-                        default_user_id=default_user_id)
+            yield State(settings=settings, engine=engine, sessionmaker=factory, redis=client, queue=queue)
         finally:
             queue.close()
             client.close()
@@ -63,4 +59,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
     app.include_router(health.router)
     app.include_router(api_router, prefix="/api/v1")
+    app.include_router(auth_routes.iserver_router)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import Iterator
 from typing import Annotated, cast
@@ -9,8 +10,11 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from geoservice import security
 from geoservice.config import Settings
 from geoservice.queue import TaskQueue, send_after_commit
+from geoservice.services import auth
+from geoservice.services.access import Principal, Unauthorized
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -40,14 +44,50 @@ def get_session(request: Request) -> Iterator[Session]:
     send_after_commit(session, get_queue(request))
 
 
-def get_current_user_id(request: Request) -> uuid.UUID:
-    """Return the acting user: the configured default user until authentication lands (issue #6)."""
-    return cast(uuid.UUID, request.state.default_user_id)
+def _credential(request: Request) -> str | None:
+    """The caller's token or API key: ``Authorization: Bearer``, ``X-API-Key``, or iServer's ``token``."""
+    auth = request.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return request.headers.get("x-api-key") or request.query_params.get("token") or request.headers.get("token")
+
+
+def get_principal(request: Request, session: Annotated[Session, Depends(get_session, scope="function")]) -> Principal:
+    """Authenticate the request (JWT access token or API key); 401 otherwise."""
+    credential = _credential(request)
+    if not credential:
+        raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' or 'X-API-Key'")
+    if security.api_key_prefix(credential) is not None:
+        return auth.principal_from_api_key(session, credential)
+    try:
+        claims = security.decode_access_token(get_settings_dep(request), credential)
+    except security.TokenError as exc:
+        raise Unauthorized(str(exc)) from exc
+    if auth.access_token_denied(request.state.redis, claims.jti):
+        raise Unauthorized("token revoked (logged out)")
+    request.state.token_claims = claims
+    return auth.principal_for_user(session, claims.user_id, scopes=claims.scopes)
+
+
+def get_current_user_id(principal: Annotated[Principal, Depends(get_principal)]) -> uuid.UUID:
+    return principal.user_id
+
+
+def get_request_info(request: Request) -> auth.RequestInfo:
+    """Client IP (only a real address: the column is ``inet``) and user agent, for the activity log."""
+    host = request.client.host if request.client else None
+    try:
+        ip = str(ipaddress.ip_address(host)) if host else None
+    except ValueError:
+        ip = None
+    return auth.RequestInfo(ip, (request.headers.get("user-agent") or "")[:1000] or None)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 # scope="function": commit before the response is sent, so a 201/202 always names a committed row.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SessionmakerDep = Annotated[sessionmaker[Session], Depends(get_sessionmaker)]
+CurrentUser = Annotated[Principal, Depends(get_principal)]
 CurrentUserId = Annotated[uuid.UUID, Depends(get_current_user_id)]
+RequestInfoDep = Annotated[auth.RequestInfo, Depends(get_request_info)]
 QueueDep = Annotated[TaskQueue, Depends(get_queue)]

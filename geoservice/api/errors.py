@@ -53,7 +53,12 @@ def add_exception_handlers(app: FastAPI) -> None:
     async def _domain(_request: Request, exc: GeoserviceError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("service error", code=exc.code, detail=exc.detail)
-        return error_response(exc.status_code, exc.to_dict())
+        headers = {}
+        if exc.status_code == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        if "retry_after" in exc.extra:
+            headers["Retry-After"] = str(exc.extra["retry_after"])
+        return error_response(exc.status_code, exc.to_dict(), headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,15 +13,17 @@ import pandas as pd
 import shapely
 from geopandas import GeoDataFrame
 from pyproj import CRS, Transformer
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from geoservice.analysis.crs import parse_crs
 from geoservice.analysis.errors import EmptyInput
 from geoservice.analysis.validation import geometry_family, validate_geometries
 from geoservice.db import gis_io
-from geoservice.db.models import Dataset
+from geoservice.db.models import Dataset, DatasetShare, User
 from geoservice.db.repositories import datasets as repo
 from geoservice.errors import Conflict, InvalidInput, NotFound
+from geoservice.services.access import Forbidden, Principal, can_change, can_read_dataset
 
 CRS84 = CRS.from_user_input("OGC:CRS84")
 
@@ -146,11 +148,17 @@ def _field_type(series: pd.Series) -> str:
     return "str"
 
 
-def get_dataset(session: Session, dataset_id: uuid.UUID, owner_id: uuid.UUID) -> Dataset:
-    """Return the owner's dataset or raise NotFound (another owner's dataset is not found either)."""
+def get_dataset(session: Session, dataset_id: uuid.UUID, principal: Principal, *, write: bool = False) -> Dataset:
+    """Return a dataset the principal may read (or change, with ``write``).
+
+    Datasets the caller may not see are not found (404), so ids do not leak; a visible dataset the
+    caller may not change (shared or public) is forbidden (403).
+    """
     dataset = repo.get(session, dataset_id)
-    if dataset is None or dataset.owner_id != owner_id:
+    if dataset is None or not can_read_dataset(session, dataset, principal):
         raise NotFound(f"dataset {dataset_id} not found", field="dataset_id")
+    if write and not can_change(dataset.owner_id, principal):
+        raise Forbidden(f"dataset {dataset_id} is shared with you read-only", field="dataset_id")
     return dataset
 
 
@@ -199,3 +207,28 @@ def to_crs(gdf: GeoDataFrame, target: CRS) -> GeoDataFrame:
     out = gdf.copy()
     out[gdf.geometry.name] = geoms
     return out.set_crs(target, allow_override=True)
+
+
+def shared_with(session: Session, dataset: Dataset) -> list[User]:
+    """Users the dataset is shared with."""
+    return list(session.execute(select(User).join(DatasetShare, DatasetShare.user_id == User.id)
+                                .where(DatasetShare.dataset_id == dataset.id).order_by(User.username)).scalars())
+
+
+def share(session: Session, dataset: Dataset, username: str) -> User:
+    """Give ``username`` read access to ``dataset``."""
+    user = session.execute(select(User).where(User.username == username, User.is_active.is_(True))).scalar()
+    if user is None:
+        raise InvalidInput(f"username: no active user {username!r}", field="username")
+    if user.id != dataset.owner_id and session.get(DatasetShare, (dataset.id, user.id)) is None:
+        session.add(DatasetShare(dataset_id=dataset.id, user_id=user.id))
+        session.flush()
+    return user
+
+
+def unshare(session: Session, dataset: Dataset, user_id: uuid.UUID) -> None:
+    share_row = session.get(DatasetShare, (dataset.id, user_id))
+    if share_row is None:
+        raise NotFound(f"dataset {dataset.id} is not shared with user {user_id}", field="user_id")
+    session.delete(share_row)
+    session.flush()

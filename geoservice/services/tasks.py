@@ -15,8 +15,9 @@ from geoservice.db.repositories import datasets as dataset_repo
 from geoservice.db.repositories import tasks as repo
 from geoservice.errors import Conflict, InvalidInput, NotFound
 from geoservice.queue import enqueue_after_commit, revoke_after_commit
+from geoservice.services.access import Principal, can_change, can_read_dataset
 from geoservice.services.operations import operations
-from geoservice.supermap.payloads import supermap_request
+from geoservice.supermap.payloads import supermap_request as build_supermap_request
 
 
 def validate_parameters(analysis_type: str, parameters: Any, plugins: str = "") -> Any:
@@ -40,9 +41,14 @@ def validate_parameters(analysis_type: str, parameters: Any, plugins: str = "") 
         raise InvalidInput(problems, field=where) from exc
 
 
-def submit(session: Session, settings: Settings, owner_id: uuid.UUID, *, name: str, description: str | None,
-           analysis_type: str, parameters: Any) -> AnalysisTask:
-    """Insert an accepted task and register it to be enqueued once the transaction commits."""
+def submit(session: Session, settings: Settings, principal: Principal, *, name: str, description: str | None,
+           analysis_type: str, parameters: Any, supermap_request: dict[str, Any] | None = None) -> AnalysisTask:
+    """Insert an accepted task and register it to be enqueued once the transaction commits.
+
+    Input datasets may be any the principal can read; the output belongs to the principal.
+    """
+    principal.require_write("submit analysis tasks")
+    owner_id = principal.user_id
     params = validate_parameters(analysis_type, parameters, settings.analysis_plugins)
     op = operations(settings.analysis_plugins)[analysis_type]
     sources = {}
@@ -50,7 +56,7 @@ def submit(session: Session, settings: Settings, owner_id: uuid.UUID, *, name: s
         ref: InputRef = getattr(params, key)
         if ref.dataset_id is not None:
             dataset = dataset_repo.get(session, ref.dataset_id)
-            if dataset is None or dataset.owner_id != owner_id:
+            if dataset is None or not can_read_dataset(session, dataset, principal):
                 raise InvalidInput(f"parameters.{key}.dataset_id: unknown dataset {ref.dataset_id}",
                                    field=f"parameters.{key}.dataset_id")
             sources[key] = dataset
@@ -65,7 +71,8 @@ def submit(session: Session, settings: Settings, owner_id: uuid.UUID, *, name: s
         parameters=params.model_dump(mode="json", exclude_none=True),
         created_by=owner_id,
         max_attempts=settings.task_max_attempts,
-        supermap_request=supermap_request(analysis_type, params, sources),
+        queue=settings.task_queue,
+        supermap_request=supermap_request or build_supermap_request(analysis_type, params, sources),
     )
     session.add(task)
     session.flush()
@@ -73,19 +80,19 @@ def submit(session: Session, settings: Settings, owner_id: uuid.UUID, *, name: s
     return task
 
 
-def get_task(session: Session, task_id: uuid.UUID, owner_id: uuid.UUID) -> AnalysisTask:
-    """Return the owner's task or raise NotFound."""
+def get_task(session: Session, task_id: uuid.UUID, principal: Principal) -> AnalysisTask:
+    """Return the principal's task (any task for an admin) or raise NotFound."""
     task = session.get(AnalysisTask, task_id)
-    if task is None or task.created_by != owner_id:
+    if task is None or not can_change(task.created_by, principal):
         raise NotFound(f"task {task_id} not found", field="task_id")
     return task
 
 
-def cancel(session: Session, task_id: uuid.UUID, owner_id: uuid.UUID) -> tuple[AnalysisTask, str | None]:
+def cancel(session: Session, task_id: uuid.UUID, principal: Principal) -> tuple[AnalysisTask, str | None]:
     """Dismiss the task; return it and the status it was cancelled from (None: it was already final)."""
-    get_task(session, task_id, owner_id)
+    get_task(session, task_id, principal)
     previous = repo.cancel(session, task_id)
     if previous == "running":
         revoke_after_commit(session, task_id)
     session.expire_all()
-    return get_task(session, task_id, owner_id), previous
+    return get_task(session, task_id, principal), previous

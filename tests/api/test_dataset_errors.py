@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from geoservice.config import Settings
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, authed_client
 from tests.helpers import counts, fc, feature, square, unique, upload
 
 BOWTIE = {"type": "Polygon", "coordinates": [[[0, 0], [2, 2], [2, 0], [0, 2], [0, 0]]]}
@@ -152,7 +152,8 @@ def test_body_over_limit(settings: Settings, pg) -> None:
 
     small = settings.model_copy(update={"max_upload_bytes": 4096})
     before = counts(pg)
-    with TestClient(create_app(small)) as c:
+    c = authed_client(create_app(small), small)
+    with c:
         big = fc([feature(square(i, 0), pad="x" * 100) for i in range(100)])
         r = c.post("/api/v1/datasets", json={"name": unique("big"), **big})
         assert r.status_code == 413 and r.json()["error"] == "PayloadTooLarge"

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from geoservice.config import Settings
 from geoservice.queue import CeleryTaskQueue
-from tests.conftest import REDIS_URL, WorkerProcess, settings_env
+from tests.conftest import REDIS_URL, WorkerProcess, authed_client, settings_env
 from tests.e2e.test_tasks import submit, wait_final, wait_status
 from tests.helpers import fc, feature
 
@@ -40,8 +40,11 @@ def isolated(database_url: str, concurrency: int = 1, start: bool = True, **over
     try:
         if worker:
             worker.wait_ready(redis.Redis.from_url(REDIS_URL), queue)
-        with TestClient(create_app(settings)) as client:
+        client = authed_client(create_app(settings), settings)
+        try:
             yield client, worker, env, settings
+        finally:
+            client.__exit__(None, None, None)
     finally:
         if worker:
             worker.stop()
@@ -154,13 +157,14 @@ def test_soft_time_limit_fails_with_reason(database_url, pg):
 def test_sweeper_sends_tasks_that_never_reached_the_broker(database_url, pg):
     with isolated(database_url, start=False) as (client, _w, env, settings):
         from geoservice.db.engine import make_engine, make_sessionmaker, transaction
-        from geoservice.db.repositories import users
         from geoservice.services import tasks as service
+        from geoservice.services.auth import principal_for_user
 
+        me = client.get("/api/v1/users/me").json()["id"]
         engine = make_engine(settings, "cli")
         with transaction(make_sessionmaker(engine)) as session:  # committed, never sent
-            owner = users.get_or_create(session, settings.default_username).id
-            task = service.submit(session, settings, owner, name="lost", description=None,
+            principal = principal_for_user(session, uuid.UUID(me))
+            task = service.submit(session, settings, principal, name="lost", description=None,
                                   analysis_type="reproject",
                                   parameters={"input": {"geojson": POINTS}, "target_crs": 3857})
             task_id = str(task.id)

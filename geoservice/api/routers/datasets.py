@@ -17,17 +17,19 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from geoservice.api.deps import CurrentUserId, SessionDep, SessionmakerDep, SettingsDep
+from geoservice.api.deps import CurrentUser, RequestInfoDep, SessionDep, SessionmakerDep, SettingsDep
 from geoservice.api.schemas.common import Page
-from geoservice.api.schemas.datasets import DatasetCreated, DatasetRead
+from geoservice.api.schemas.datasets import DatasetCreated, DatasetRead, DatasetUpdate, ShareCreate, ShareRead
 from geoservice.db import gis_io
 from geoservice.db.engine import transaction
 from geoservice.db.models import Dataset
 from geoservice.db.repositories import datasets as repo
 from geoservice.errors import BadRequest, InvalidInput, UnsupportedMediaType
 from geoservice.fileio import readers, writers
+from geoservice.services import auth as auth_service
 from geoservice.services import datasets as service
 from geoservice.services import features as fq
+from geoservice.services.access import dataset_visible
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -51,7 +53,8 @@ def _bool(value: Any, name: str) -> bool:
 
 @router.post("", status_code=201, response_model=DatasetCreated)
 async def create_dataset(
-    request: Request, response: Response, session: SessionDep, owner: CurrentUserId, settings: SettingsDep
+    request: Request, response: Response, session: SessionDep, principal: CurrentUser, settings: SettingsDep,
+    info: RequestInfoDep,
 ) -> DatasetCreated:
     """Import a dataset from a GeoJSON FeatureCollection body or a multipart file upload.
 
@@ -59,6 +62,8 @@ async def create_dataset(
     Multipart: ``file`` (GeoJSON, GeoPackage, zipped Shapefile, CSV, FlatGeobuf) plus optional form fields
     ``name``, ``crs``, ``layer``, ``make_valid``, ``x_field``, ``y_field``, ``wkt_field``.
     """
+    principal.require_write("create datasets")
+    owner = principal.user_id
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in {"application/json", "application/geo+json"}:
         stored = await _from_json(request, session, owner)
@@ -70,6 +75,7 @@ async def create_dataset(
             "(a GeoJSON FeatureCollection) or multipart/form-data with a 'file'",
             field="content-type",
         )
+    auth_service.log_activity(session, "dataset_created", info, owner, dataset_id=str(stored.dataset.id))
     out = DatasetCreated(**_read(request, stored.dataset).model_dump(), repaired=stored.repaired,
                          warnings=stored.warnings)
     response.headers["Location"] = out.links["self"]
@@ -142,14 +148,14 @@ async def _from_upload(request: Request, session: Any, owner: uuid.UUID, max_unp
 def list_datasets(
     request: Request,
     session: SessionDep,
-    owner: CurrentUserId,
+    principal: CurrentUser,
     settings: SettingsDep,
     limit: Annotated[int | None, Query(ge=1)] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[DatasetRead]:
-    """List your datasets, newest first."""
+    """List the datasets you can read (yours, shared with you, public), newest first."""
     limit = min(limit or settings.page_size_default, settings.page_size_max)
-    rows, total = repo.list_page(session, owner, limit=limit, offset=offset)
+    rows, total = repo.list_page(session, dataset_visible(principal), limit=limit, offset=offset)
     links = {}
     if offset + limit < total:
         links["next"] = str(request.url.include_query_params(limit=limit, offset=offset + limit))
@@ -158,15 +164,54 @@ def list_datasets(
 
 
 @router.get("/{dataset_id}", response_model=DatasetRead, name="get_dataset")
-def get_dataset(request: Request, dataset_id: uuid.UUID, session: SessionDep, owner: CurrentUserId) -> DatasetRead:
+def get_dataset(request: Request, dataset_id: uuid.UUID, session: SessionDep, principal: CurrentUser) -> DatasetRead:
     """Describe one dataset."""
-    return _read(request, service.get_dataset(session, dataset_id, owner))
+    return _read(request, service.get_dataset(session, dataset_id, principal))
+
+
+@router.patch("/{dataset_id}", response_model=DatasetRead)
+def update_dataset(request: Request, dataset_id: uuid.UUID, body: DatasetUpdate, session: SessionDep,
+                   principal: CurrentUser) -> DatasetRead:
+    """Rename, describe, or make public (read-only for everyone) or private again."""
+    dataset = service.get_dataset(session, dataset_id, principal, write=True)
+    if body.name is not None and body.name != dataset.name:
+        dataset.name = service.check_name(session, dataset.owner_id, body.name)
+    if body.description is not None:
+        dataset.description = body.description
+    if body.is_public is not None:
+        dataset.is_public = body.is_public
+    session.flush()
+    return _read(request, dataset)
 
 
 @router.delete("/{dataset_id}", status_code=204)
-def delete_dataset(dataset_id: uuid.UUID, session: SessionDep, owner: CurrentUserId) -> Response:
+def delete_dataset(dataset_id: uuid.UUID, session: SessionDep, principal: CurrentUser,
+                   info: RequestInfoDep) -> Response:
     """Delete a dataset and all its features."""
-    repo.delete(session, service.get_dataset(session, dataset_id, owner))
+    repo.delete(session, service.get_dataset(session, dataset_id, principal, write=True))
+    auth_service.log_activity(session, "dataset_deleted", info, principal.user_id, dataset_id=str(dataset_id))
+    return Response(status_code=204)
+
+
+@router.get("/{dataset_id}/shares", response_model=list[ShareRead])
+def list_shares(dataset_id: uuid.UUID, session: SessionDep, principal: CurrentUser) -> list[ShareRead]:
+    """The users this dataset is shared with (read-only access)."""
+    dataset = service.get_dataset(session, dataset_id, principal, write=True)
+    return [ShareRead(user_id=u.id, username=u.username) for u in service.shared_with(session, dataset)]
+
+
+@router.post("/{dataset_id}/shares", status_code=201, response_model=ShareRead)
+def add_share(dataset_id: uuid.UUID, body: ShareCreate, session: SessionDep, principal: CurrentUser) -> ShareRead:
+    """Share the dataset read-only with a named user."""
+    dataset = service.get_dataset(session, dataset_id, principal, write=True)
+    user = service.share(session, dataset, body.username)
+    return ShareRead(user_id=user.id, username=user.username)
+
+
+@router.delete("/{dataset_id}/shares/{user_id}", status_code=204)
+def remove_share(dataset_id: uuid.UUID, user_id: uuid.UUID, session: SessionDep, principal: CurrentUser) -> Response:
+    """Stop sharing the dataset with a user."""
+    service.unshare(session, service.get_dataset(session, dataset_id, principal, write=True), user_id)
     return Response(status_code=204)
 
 
@@ -175,7 +220,7 @@ def get_features(
     request: Request,
     dataset_id: uuid.UUID,
     session: SessionDep,
-    owner: CurrentUserId,
+    principal: CurrentUser,
     settings: SettingsDep,
     bbox: str | None = None,
     bbox_crs: Annotated[str | None, Query(alias="bbox-crs")] = None,
@@ -187,7 +232,7 @@ def get_features(
     crs: Annotated[str | None, Query(description="output CRS: EPSG code, 'native', WKT; default CRS84")] = None,
 ) -> Response:
     """Return features as a GeoJSON FeatureCollection (CRS84 unless ``crs`` says otherwise)."""
-    dataset = service.get_dataset(session, dataset_id, owner)
+    dataset = service.get_dataset(session, dataset_id, principal)
     if offset is not None and cursor is not None:
         raise InvalidInput("cursor: use either offset or cursor, not both", field="cursor")
     limit = min(limit or settings.page_size_default, settings.page_size_max)
@@ -252,13 +297,13 @@ def export_dataset(
     dataset_id: uuid.UUID,
     session: SessionDep,
     factory: SessionmakerDep,
-    owner: CurrentUserId,
+    principal: CurrentUser,
     settings: SettingsDep,
     format: Annotated[str, Query(description="geojson, geojsonseq, gpkg, shp (zipped), fgb")] = "geojson",
     crs: Annotated[str | None, Query(description="default: CRS84 for GeoJSON, native for files")] = None,
 ) -> Response:
     """Export a whole dataset, streamed in batches so memory stays bounded."""
-    dataset = service.get_dataset(session, dataset_id, owner)
+    dataset = service.get_dataset(session, dataset_id, principal)
     if format not in writers.EXPORT_FORMATS:
         raise InvalidInput(f"format: unknown export format {format!r}; use one of {sorted(writers.EXPORT_FORMATS)}",
                            field="format")

@@ -1,7 +1,29 @@
 """All ORM models; importing this package registers every table (Alembic relies on it)."""
 
-from geoservice.db.models.dataset import Dataset, SpatialData
+from geoservice.db.models.dataset import Dataset, DatasetShare, SpatialData
 from geoservice.db.models.task import AnalysisResult, AnalysisTask, TaskStatus
-from geoservice.db.models.user import User
+from geoservice.db.models.user import (
+    ROLE_NAMES,
+    Role,
+    User,
+    UserActivityLog,
+    UserCredential,
+    UserPreference,
+    UserRole,
+)
 
-__all__ = ["AnalysisResult", "AnalysisTask", "Dataset", "SpatialData", "TaskStatus", "User"]
+__all__ = [
+    "ROLE_NAMES",
+    "AnalysisResult",
+    "AnalysisTask",
+    "Dataset",
+    "DatasetShare",
+    "Role",
+    "SpatialData",
+    "TaskStatus",
+    "User",
+    "UserActivityLog",
+    "UserCredential",
+    "UserPreference",
+    "UserRole",
+]

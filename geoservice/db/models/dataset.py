@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from geoservice.db.base import Base, Timestamps, UUIDPk
+from geoservice.db.base import Base, CreatedAt, Timestamps, UUIDPk
 
 
 class Dataset(UUIDPk, Timestamps, Base):
@@ -53,6 +53,18 @@ class Dataset(UUIDPk, Timestamps, Base):
     fields: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     # How it was made: {"format": "gpkg", "filename": ..., "layer": ...} or {"task_id": ...}.
     source: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # Readable (never writable) by every authenticated user.
+    is_public: Mapped[bool] = mapped_column(server_default=text("false"))
+
+
+class DatasetShare(CreatedAt, Base):
+    """Read access to a dataset for a named user."""
+
+    __tablename__ = "dataset_shares"
+
+    dataset_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True,
+                                               index=True)
 
 
 class SpatialData(UUIDPk, Timestamps, Base):

@@ -67,6 +67,8 @@ class AnalysisTask(UUIDPk, Timestamps, Base):
     # When the task was last handed to the broker (NULL: committed but never sent).
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The broker queue the task is sent to; the sweeper re-sends only its own queue's tasks.
+    queue: Mapped[str] = mapped_column(String(100), server_default=text("'geoservice'"))
     result_dataset_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("datasets.id", ondelete="SET NULL")
     )

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pyproj import CRS
-from sqlalchemy import func, select, text
+from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session
 
 from geoservice.db.models import Dataset
@@ -80,9 +80,10 @@ def get_by_name(session: Session, owner_id: uuid.UUID, name: str) -> Dataset | N
     ).scalar_one_or_none()
 
 
-def list_page(session: Session, owner_id: uuid.UUID, *, limit: int, offset: int) -> tuple[Sequence[Dataset], int]:
-    """Return one page of the owner's datasets (newest first) and the total count."""
-    base = select(Dataset).where(Dataset.owner_id == owner_id)
+def list_page(session: Session, visible: ColumnElement[bool], *, limit: int, offset: int
+              ) -> tuple[Sequence[Dataset], int]:
+    """Return one page of the datasets matching ``visible`` (newest first) and the total count."""
+    base = select(Dataset).where(visible)
     total = session.execute(select(func.count()).select_from(base.subquery())).scalar_one()
     rows = session.execute(base.order_by(Dataset.created_at.desc(), Dataset.id).limit(limit).offset(offset))
     return rows.scalars().all(), int(total)

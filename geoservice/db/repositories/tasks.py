@@ -130,10 +130,12 @@ def results_for(session: Session, task_id: uuid.UUID) -> Sequence[AnalysisResult
     ).scalars().all()
 
 
-def list_page(session: Session, owner_id: uuid.UUID, *, status: str | None, analysis_type: str | None,
+def list_page(session: Session, owner_id: uuid.UUID | None, *, status: str | None, analysis_type: str | None,
               limit: int, offset: int) -> tuple[Sequence[AnalysisTask], int]:
-    """Return one page of the owner's tasks (newest first) and the total count."""
-    query = select(AnalysisTask).where(AnalysisTask.created_by == owner_id)
+    """Return one page of the owner's tasks (everyone's with ``owner_id=None``), newest first, and the total."""
+    query = select(AnalysisTask)
+    if owner_id is not None:
+        query = query.where(AnalysisTask.created_by == owner_id)
     if status is not None:
         query = query.where(AnalysisTask.status == status)
     if analysis_type is not None:
@@ -155,24 +157,27 @@ def cancel(session: Session, task_id: uuid.UUID) -> str | None:
     return None if row is None else str(row[0])
 
 
-def sweep_candidates(session: Session, accepted_grace_s: int, limit: int = 500) -> list[tuple[uuid.UUID, str]]:
-    """Tasks to (re-)send: accepted but never enqueued (or long ago), and running with an expired lease."""
+def sweep_candidates(session: Session, queue: str, accepted_grace_s: int, limit: int = 500
+                     ) -> list[tuple[uuid.UUID, str]]:
+    """Tasks of ``queue`` to (re-)send: accepted but not sent within the grace period (or sent that long
+    ago and still waiting), and running with an expired lease (not re-sent more often than the grace)."""
     rows = session.execute(
-        text("SELECT id, status FROM analysis_tasks WHERE "
-             "(status = 'accepted' AND coalesce(enqueued_at, created_at) < now() - make_interval(secs => :g)) "
-             "OR (status = 'running' AND lease_expires_at < now()) ORDER BY created_at LIMIT :limit "
-             "FOR UPDATE SKIP LOCKED"),
-        {"g": accepted_grace_s, "limit": limit},
+        text("SELECT id, status FROM analysis_tasks WHERE queue = :q AND "
+             "coalesce(enqueued_at, created_at) < now() - make_interval(secs => :g) AND "
+             "(status = 'accepted' OR (status = 'running' AND lease_expires_at < now())) "
+             "ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED"),
+        {"q": queue, "g": accepted_grace_s, "limit": limit},
     ).all()
     return [(r[0], r[1]) for r in rows]
 
 
-def fail_exhausted(session: Session) -> int:
-    """Fail running tasks whose lease expired on their last allowed attempt."""
+def fail_exhausted(session: Session, queue: str) -> int:
+    """Fail running tasks of ``queue`` whose lease expired on their last allowed attempt."""
     result = session.execute(
         text("UPDATE analysis_tasks SET status = 'failed', phase = 'failed', completed_at = now(), updated_at = now(), "
              "error_code = 'MaxAttemptsExceeded', error_message = 'gave up after ' || attempts || "
              "' attempts: the worker running it was lost each time', lease_owner = NULL, lease_expires_at = NULL "
-             "WHERE status = 'running' AND lease_expires_at < now() AND attempts >= max_attempts"),
+             "WHERE queue = :q AND status = 'running' AND lease_expires_at < now() AND attempts >= max_attempts"),
+        {"q": queue},
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
