@@ -1,4 +1,4 @@
-"""The ``geoservice`` command line: migrate, api, worker, import, demo."""
+"""The ``geoservice`` command line: migrate, api, worker, mcp, import, demo."""
 
 from __future__ import annotations
 
@@ -78,6 +78,24 @@ def worker(
         "worker", f"--concurrency={concurrency}", f"--queues={settings.task_queue}", f"--hostname={node}",
         f"--loglevel={loglevel}", "--pool=prefork", "--without-gossip", "--without-mingle",
     ])
+
+
+@app.command()
+def mcp() -> None:
+    """Serve the agent tools over MCP on stdin/stdout, as the user of GEOSERVICE_MCP_API_KEY."""
+    import anyio
+
+    from geoservice.agents.mcp_stdio import serve_stdio
+    from geoservice.errors import GeoserviceError
+    from geoservice.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)  # stderr: stdout carries the protocol
+    try:
+        anyio.run(serve_stdio, settings)
+    except GeoserviceError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(2) from exc
 
 
 @app.command("create-user")

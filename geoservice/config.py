@@ -78,6 +78,32 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = 5
     login_max_failures_per_ip: int = 20
     login_window_s: int = 900
+    # SuperMap surface (issue #5): geometry buffers honour radiusUnit (metres on the ground) instead of
+    # iServer's CRS units (degrees for EPSG:4326); a request's ?honourRadiusUnit= overrides it.
+    supermap_honour_radius_unit: bool = False
+    # SuperMap returnContent POSTs on dataset analyses wait this long for their task, then answer 504.
+    supermap_wait_s: float = Field(default=60.0, gt=0)
+
+    # --- Agents and MCP (issue #7) ---------------------------------------------------------------
+    # Analysis tool calls on at most this many input features (and this much inline GeoJSON) run at once in
+    # the API process; larger ones become analysis tasks and answer with a task handle.
+    agent_sync_max_features: int = 500
+    agent_sync_max_inline_bytes: int = 256 * 1024
+    # Results over this many bytes of GeoJSON are summarised (count, extent, geodesic totals, a simplified
+    # preview of the first agent_preview_features features) with a handle to fetch the full result.
+    agent_max_result_bytes: int = Field(default=32 * 1024, ge=1024)
+    agent_preview_features: int = 20
+    # Idempotency-Key: how long a key is remembered; how long a retry waits for a first call still running.
+    agent_idempotency_ttl_s: int = 24 * 3600
+    agent_idempotency_wait_s: float = 10.0
+    # MCP tool calls wait up to mcp_task_wait_s for their task (polling it every mcp_poll_interval_s, sending
+    # a progress notification on every change and at least every mcp_progress_heartbeat_s), then answer with
+    # the task handle (task_status / task_result follow it up).
+    mcp_task_wait_s: float = 900.0
+    mcp_poll_interval_s: float = 0.25
+    mcp_progress_heartbeat_s: float = 10.0
+    # The API key `geoservice mcp` (stdio) acts with; HTTP callers send their own (X-API-Key or Bearer gs_...).
+    mcp_api_key: str | None = None
     log_json: bool = False
     log_level: str = "INFO"
 

@@ -56,6 +56,20 @@ class BadRequest(GeoserviceError):
     status_code = 400
 
 
+class Unauthorized(GeoserviceError):
+    """No valid credentials (401)."""
+
+    code = "Unauthorized"
+    status_code = 401
+
+
+class Forbidden(GeoserviceError):
+    """Authenticated, but the caller's roles do not allow this (403)."""
+
+    code = "Forbidden"
+    status_code = 403
+
+
 class NotFound(GeoserviceError):
     code = "NotFound"
     status_code = 404

@@ -24,6 +24,11 @@ def _include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no
     # PostGIS's own tables (spatial_ref_sys, topology...) are not ours.
     if type_ == "table" and name in {"spatial_ref_sys"}:
         return False
+    # One partition of spatial_data per dataset, made at run time (migration 0006).
+    if type_ == "table" and name and name.startswith("spatial_data_p_"):
+        return False
+    if type_ == "index" and getattr(getattr(obj, "table", None), "name", "").startswith("spatial_data_p_"):
+        return False
     return alembic_helpers.include_object(obj, name, type_, reflected, compare_to)
 
 

@@ -21,6 +21,15 @@ command -v redis-server >/dev/null || {
   log "installing Redis"; $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null; }
 
+# Node.js + npm run the real SuperMap iClient in tests/supermap (npm ci there, from its lock file).
+command -v npm >/dev/null || {
+  log "installing Node.js and npm"; $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null; }
+if [ ! -d tests/supermap/iclient/node_modules ]; then
+  log "installing the SuperMap iClient test harness (npm ci)"
+  (cd tests/supermap/iclient && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 if ! pg_ready; then
   log "starting PostgreSQL $PGVER"
   $SUDO pg_ctlcluster --skip-systemctl-redirect "$PGVER" main start || true

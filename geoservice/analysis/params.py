@@ -28,6 +28,10 @@ class InputRef(StrictModel):
     dataset_id: UUID | None = None
     geojson: dict[str, Any] | None = None
     crs: str | None = Field(default=None, description="CRS of inline GeoJSON; default OGC:CRS84")
+    # Feature selection of a dataset input (issue #5): a filter tree (geoservice.supermap.filters),
+    # compiled to a parameterised query when the worker loads the input; and the attributes to load.
+    where: dict[str, Any] | None = Field(default=None, description="dataset inputs only: features to use")
+    fields: list[str] | None = Field(default=None, description="dataset inputs only: attributes to load")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
@@ -35,6 +39,8 @@ class InputRef(StrictModel):
             raise ValueError("give exactly one of 'dataset_id' or 'geojson'")
         if self.crs is not None and self.dataset_id is not None:
             raise ValueError("'crs' applies to inline 'geojson' only; a dataset has its own CRS")
+        if (self.where is not None or self.fields is not None) and self.dataset_id is None:
+            raise ValueError("'where' and 'fields' apply to dataset inputs only")
         return self
 
 

@@ -8,18 +8,22 @@ from typing import TypedDict
 
 import redis
 from fastapi import FastAPI
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from geoservice import __version__
+from geoservice.agents.mcp_http import McpEndpoint, agent_layer
 from geoservice.api.errors import add_exception_handlers
 from geoservice.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from geoservice.api.routers import api_router, health
 from geoservice.api.routers import auth as auth_routes
+from geoservice.api.routers import supermap as supermap_routes
 from geoservice.config import Settings, get_settings
 from geoservice.db.engine import make_engine, make_sessionmaker
 from geoservice.logging import configure_logging
 from geoservice.queue import CeleryTaskQueue, TaskQueue
+from geoservice.services.agent_tools import AgentRuntime
 
 
 class State(TypedDict):
@@ -28,6 +32,7 @@ class State(TypedDict):
     sessionmaker: sessionmaker[Session]
     redis: redis.Redis
     queue: TaskQueue
+    mcp: StreamableHTTPSessionManager  # agents' MCP over streamable HTTP (issue #7), one per lifespan run
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,7 +47,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, health_check_interval=30)
         queue = CeleryTaskQueue(settings)
         try:
-            yield State(settings=settings, engine=engine, sessionmaker=factory, redis=client, queue=queue)
+            async with agent_layer(AgentRuntime(settings, factory, client, queue)) as mcp_sessions:
+                yield State(settings=settings, engine=engine, sessionmaker=factory, redis=client, queue=queue,
+                            mcp=mcp_sessions)
         finally:
             queue.close()
             client.close()
@@ -60,4 +67,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(api_router, prefix="/api/v1")
     app.include_router(auth_routes.iserver_router)
+    app.include_router(supermap_routes.router)  # last: it ends with the /iserver catch-all
+    app.add_route("/mcp", McpEndpoint(), include_in_schema=False)  # MCP streamable HTTP; API key (issue #7)
     return app

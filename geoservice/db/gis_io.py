@@ -83,6 +83,11 @@ def feature_names(gdf: GeoDataFrame) -> Sequence[str | None]:
     return [None] * len(gdf)
 
 
+def partition_name(dataset_id: uuid.UUID) -> str:
+    """The name of a dataset's ``spatial_data`` partition."""
+    return f"spatial_data_p_{dataset_id.hex}"
+
+
 def copy_features(
     session: Session,
     dataset_id: uuid.UUID,
@@ -92,7 +97,13 @@ def copy_features(
     crs_label: str,
     fids: Sequence[int] | np.ndarray | None = None,
 ) -> int:
-    """Bulk-load ``gdf`` into ``spatial_data`` with binary COPY (fids 1..n unless given); return the count."""
+    """Bulk-load ``gdf`` as the dataset's ``spatial_data`` partition; return the row count.
+
+    The rows go by binary COPY into a new table with no index, which is then indexed once (GiST,
+    primary key, fid) and attached as the dataset's partition: no per-row index or foreign-key work.
+    Everything happens in the session's transaction, so a failure leaves nothing behind. Fids are
+    1..n unless given.
+    """
     geoms = shapely.set_srid(np.asarray(gdf.geometry.array, dtype=object), srid)
     wkb = shapely.to_wkb(geoms, include_srid=True)
     types = [GEOJSON_TYPES[t] for t in shapely.get_type_id(geoms)]
@@ -100,16 +111,45 @@ def copy_features(
     names = feature_names(gdf)
     ids = [int(f) for f in fids] if fids is not None else list(range(1, len(wkb) + 1))
     conn = raw_connection(session)
-    statement = (
-        "COPY spatial_data (dataset_id, fid, name, data_type, geometry, attributes, crs) "
-        "FROM STDIN (FORMAT BINARY)"
-    )
+    part = sql.Identifier(partition_name(dataset_id))
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE spatial_data INCLUDING DEFAULTS INCLUDING GENERATED)").format(part))
+    statement = sql.SQL(
+        "COPY {} (dataset_id, fid, name, data_type, geometry, attributes, crs) FROM STDIN (FORMAT BINARY)"
+    ).format(part)
     with conn.cursor().copy(statement) as copy:
         # geometry_recv takes EWKB; jsonb_recv takes version byte 1 + JSON text: both sent as raw bytes.
         copy.set_types(["uuid", "int4", "text", "text", "bytea", "bytea", "text"])
         for i in range(len(wkb)):
             copy.write_row((dataset_id, ids[i], names[i], types[i], wkb[i], attrs[i], crs_label))
+    _attach(conn, part, dataset_id, srid)
     return len(wkb)
+
+
+def _attach(conn: psycopg.Connection[Any], part: sql.Identifier, dataset_id: uuid.UUID, srid: int) -> None:
+    value = sql.Literal(str(dataset_id))
+    for ddl in (
+        "CREATE INDEX ON {p} USING gist (geometry)",
+        "ALTER TABLE {p} ADD PRIMARY KEY (dataset_id, id)",
+        "ALTER TABLE {p} ADD UNIQUE (dataset_id, fid)",
+        # The dataset's SRID, checked for every feature now and for any row written later.
+        "ALTER TABLE {p} ADD CONSTRAINT srid_matches_dataset CHECK (ST_SRID(geometry) = {srid})",
+        # Lets ATTACH skip its scan for rows outside the partition's value.
+        "ALTER TABLE {p} ADD CHECK (dataset_id = {v})",
+        "ALTER TABLE spatial_data ATTACH PARTITION {p} FOR VALUES IN ({v})",
+    ):
+        conn.execute(sql.SQL(ddl).format(p=part, v=value, srid=sql.Literal(int(srid))))
+
+
+def drop_features(session: Session, dataset_id: uuid.UUID, *, lock_timeout_ms: int = 5000) -> None:
+    """Drop the dataset's partition (instead of deleting its rows one by one).
+
+    Dropping a partition briefly locks the parent table; a bounded lock timeout turns a long wait
+    behind a running export into an error the caller can retry, not a stall of every reader.
+    """
+    conn = raw_connection(session)
+    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms")))
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(partition_name(dataset_id))))
+    conn.execute("SET LOCAL lock_timeout = 0")
 
 
 def frame_from_rows(

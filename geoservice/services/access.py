@@ -14,17 +14,9 @@ from sqlalchemy import ColumnElement, exists, or_, select, true
 from sqlalchemy.orm import Session
 
 from geoservice.db.models import Dataset, DatasetShare, Role, UserRole
-from geoservice.errors import GeoserviceError
+from geoservice.errors import Forbidden, Unauthorized
 
-
-class Forbidden(GeoserviceError):
-    code = "Forbidden"
-    status_code = 403
-
-
-class Unauthorized(GeoserviceError):
-    code = "Unauthorized"
-    status_code = 401
+__all__ = ["Forbidden", "Principal", "Unauthorized", "can_change", "can_read_dataset", "dataset_visible", "roles_of"]
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,12 @@ class RequestInfo:
     user_agent: str | None
 
 
-def log_activity(session: Session, action: str, info: RequestInfo | None, user_id: uuid.UUID | None,
+def log_activity(session: Session, action: str, info: RequestInfo | None, user_id: uuid.UUID | None, /,
                  **details: Any) -> None:
-    """Append to ``user_activity_logs`` (in the caller's transaction)."""
+    """Append to ``user_activity_logs`` (in the caller's transaction).
+
+    ``user_id`` is the actor; positional-only, so ``details`` may name a target ``user_id`` too.
+    """
     session.add(UserActivityLog(user_id=user_id, action=action, ip_address=info.ip if info else None,
                                 user_agent=info.user_agent if info else None, details=details))
     session.flush()
@@ -116,6 +119,7 @@ def authenticate(session: Session, client: redis.Redis, settings: Settings, user
     if not ok or user is None or not user.is_active:
         record_failure(client, settings, username, info.ip)
         log_activity(session, "login_failed", info, user.id if user else None, username=username)
+        session.commit()  # the log entry must stick although the request fails
         raise Unauthorized("incorrect username or password", field="password")
     client.delete(_keys(username, None)[0][1])
     if user.hashed_password and security.needs_rehash(user.hashed_password):
@@ -235,9 +239,11 @@ def principal_for_user(session: Session, user_id: uuid.UUID, via: str = "token",
     if user is None or not user.is_active:
         raise Unauthorized("user is inactive or unknown")
     roles = roles_of(session, user.id)
-    if scopes is not None:
+    superuser = user.is_superuser
+    if scopes is not None:  # narrowed below admin: no superuser powers either (as for API keys)
         roles = roles & frozenset(scopes)
-    return Principal(user.id, user.username, roles, user.is_superuser, via=via)
+        superuser = superuser and "admin" in roles
+    return Principal(user.id, user.username, roles, superuser, via=via)
 
 
 def revoke_api_key(session: Session, principal: Principal, key_id: uuid.UUID) -> None:

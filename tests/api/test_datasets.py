@@ -48,7 +48,7 @@ def test_geometry_column_is_postgis_with_gist_index(pg) -> None:
 
 
 def test_srid_of_features_must_match_dataset(countries: dict, pg) -> None:
-    with pytest.raises(Exception, match="fk_spatial_data_dataset_srid"):
+    with pytest.raises(Exception, match="srid_matches_dataset"):
         pg.execute("INSERT INTO spatial_data (dataset_id, fid, data_type, geometry, crs) VALUES "
                    "(%s, 100000, 'Point', ST_SetSRID(ST_MakePoint(1, 2), 3857), 'EPSG:3857')", (countries["id"],))
 
@@ -251,3 +251,16 @@ def test_export_geojson_is_streamed_feature_collection(client: TestClient, count
         assert "content-length" not in r.headers  # chunked: never built whole in memory
         body = json.loads(b"".join(r.iter_bytes()))
     assert len(body["features"]) == 177
+
+
+def test_concurrent_imports_do_not_deadlock(client: TestClient, pg) -> None:
+    """Eight imports at once: each attaches its own partition; none fails, none waits forever."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> int:
+        body = {"name": unique(f"par{i}"), **fc([feature(square(i, i), i=i) for _ in range(50)])}
+        return client.post("/api/v1/datasets", json=body).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(one, range(8)))
+    assert statuses == [201] * 8

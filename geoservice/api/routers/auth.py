@@ -11,12 +11,15 @@ from fastapi.security import OAuth2PasswordRequestForm
 from geoservice import security
 from geoservice.api.deps import CurrentUser, RequestInfoDep, SessionDep, SettingsDep, get_principal
 from geoservice.api.schemas.users import RefreshRequest, TokenPair, UserCreate, UserRead
+from geoservice.api.supermap_http import SupermapRoute
 from geoservice.errors import BadRequest, InvalidInput
 from geoservice.services import auth
 from geoservice.services.access import Forbidden, Principal, roles_of
 
 router = APIRouter(prefix="/auth", tags=["auth"])
-iserver_router = APIRouter(tags=["supermap"])
+# Under /iserver every error is iServer's body ({"succeed": false, "error": {code, errorMsg}}), as on the rest
+# of the SuperMap surface: iServer clients read only the body.
+iserver_router = APIRouter(tags=["supermap"], route_class=SupermapRoute)
 
 
 def optional_principal(request: Request, session: SessionDep) -> Principal | None:
@@ -86,8 +89,10 @@ async def iserver_token(request: Request, session: SessionDep, settings: Setting
         raise BadRequest("body: expected JSON {userName, password, expiration}", field="body") from exc
     if not isinstance(body, dict) or not body.get("userName") or not body.get("password"):
         raise InvalidInput("userName and password are required", field="userName")
-    minutes = body.get("expiration") or 60
-    if not isinstance(minutes, int | float) or not 1 <= minutes <= 7 * 24 * 60:
+    minutes = body.get("expiration")
+    if minutes is None:
+        minutes = 60
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 1 <= minutes <= 7 * 24 * 60:
         raise InvalidInput("expiration: minutes between 1 and 10080", field="expiration")
     user = auth.authenticate(session, request.state.redis, settings, str(body["userName"]), str(body["password"]),
                              info)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from geoservice.api.deps import CurrentUser, RequestInfoDep, SessionDep, SettingsDep
 from geoservice.api.routers.auth import user_read
@@ -24,10 +25,11 @@ from geoservice.api.schemas.users import (
     UserUpdate,
 )
 from geoservice.db.models import Role, User, UserActivityLog, UserCredential, UserPreference
-from geoservice.errors import NotFound
+from geoservice.errors import Conflict, NotFound
 from geoservice.services import auth
 
 router = APIRouter(tags=["users"])
+PreferenceKey = Annotated[str, Path(min_length=1, max_length=100)]  # the column's length
 
 
 @router.get("/users/me", response_model=UserRead)
@@ -48,7 +50,7 @@ def _preference(session: SessionDep, principal: CurrentUser, key: str) -> UserPr
 
 
 @router.get("/users/me/preferences/{key}", response_model=PreferenceRead)
-def get_preference(key: str, session: SessionDep, principal: CurrentUser) -> PreferenceRead:
+def get_preference(key: PreferenceKey, session: SessionDep, principal: CurrentUser) -> PreferenceRead:
     pref = _preference(session, principal, key)
     if pref is None:
         raise NotFound(f"preference {key!r} not set", field="key")
@@ -56,11 +58,12 @@ def get_preference(key: str, session: SessionDep, principal: CurrentUser) -> Pre
 
 
 @router.put("/users/me/preferences/{key}", response_model=PreferenceRead)
-def put_preference(key: str, body: PreferenceWrite, session: SessionDep, principal: CurrentUser) -> PreferenceRead:
+def put_preference(key: PreferenceKey, body: PreferenceWrite, session: SessionDep,
+                   principal: CurrentUser) -> PreferenceRead:
     """Set a preference such as ``default_crs``, ``units`` or ``language``."""
     pref = _preference(session, principal, key)
     if pref is None:
-        pref = UserPreference(user_id=principal.user_id, key=key[:100], value=body.value)
+        pref = UserPreference(user_id=principal.user_id, key=key, value=body.value)
         session.add(pref)
     else:
         pref.value = body.value
@@ -70,7 +73,7 @@ def put_preference(key: str, body: PreferenceWrite, session: SessionDep, princip
 
 
 @router.delete("/users/me/preferences/{key}", status_code=204)
-def delete_preference(key: str, session: SessionDep, principal: CurrentUser) -> Response:
+def delete_preference(key: PreferenceKey, session: SessionDep, principal: CurrentUser) -> Response:
     pref = _preference(session, principal, key)
     if pref is None:
         raise NotFound(f"preference {key!r} not set", field="key")
@@ -150,7 +153,11 @@ def update_user(user_id: uuid.UUID, body: UserUpdate, session: SessionDep, princ
     user = _user(session, principal, user_id)
     for field, value in body.model_dump(exclude_unset=True).items():
         setattr(user, field, value)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:
+        raise Conflict("email: already taken", field="email") from exc
     return user_read(session, user)
 
 

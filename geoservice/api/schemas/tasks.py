@@ -40,7 +40,7 @@ class TaskRead(BaseModel):
     error_code: str | None
     result_dataset_id: uuid.UUID | None
     supermap_request: dict[str, Any] | None
-    supermap_result: dict[str, Any] | None
+    supermap_result: dict[str, Any] | list[Any] | None  # batch overlay and coordtransfer results are arrays
     links: dict[str, str] = {}
 
 

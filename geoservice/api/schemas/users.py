@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class UserCreate(BaseModel):
@@ -38,8 +38,15 @@ class UserUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     is_active: bool | None = None
-    email: str | None = None
-    phone: str | None = None
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=50)
+
+    @field_validator("is_active")
+    @classmethod
+    def _not_null(cls, value: bool | None) -> bool:
+        if value is None:  # only an explicit null gets here (defaults are not validated)
+            raise ValueError("true or false, not null")
+        return value
 
 
 class RoleAssign(BaseModel):
@@ -70,7 +77,8 @@ class ApiKeyCreate(BaseModel):
 
 
 class ApiKeyRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    # By name too: ApiKeyCreated is built from a dumped ApiKeyRead (``prefix``, ``roles``).
+    model_config = ConfigDict(from_attributes=True, validate_by_name=True)
 
     id: uuid.UUID
     name: str | None

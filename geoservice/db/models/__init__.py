@@ -1,5 +1,6 @@
 """All ORM models; importing this package registers every table (Alembic relies on it)."""
 
+from geoservice.db.models.agent import AgentEvent, AgentSession, AgentTool, AgentToolInvocation
 from geoservice.db.models.dataset import Dataset, DatasetShare, SpatialData
 from geoservice.db.models.task import AnalysisResult, AnalysisTask, TaskStatus
 from geoservice.db.models.user import (
@@ -14,6 +15,10 @@ from geoservice.db.models.user import (
 
 __all__ = [
     "ROLE_NAMES",
+    "AgentEvent",
+    "AgentSession",
+    "AgentTool",
+    "AgentToolInvocation",
     "AnalysisResult",
     "AnalysisTask",
     "Dataset",

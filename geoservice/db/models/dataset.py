@@ -1,8 +1,8 @@
 """Datasets and their features (``spatial_data``), stored in each dataset's native SRID.
 
-``spatial_data.geometry`` is an untyped PostGIS geometry column. The dataset's SRID is enforced
-declaratively: ``spatial_data.srid`` is generated from ``ST_SRID(geometry)`` and the foreign key
-``(dataset_id, srid) -> datasets(id, srid)`` refuses a feature whose SRID differs from its dataset's.
+``spatial_data.geometry`` is an untyped PostGIS geometry column, partitioned by dataset. The dataset's
+SRID is enforced declaratively on its partition: ``CHECK (ST_SRID(geometry) = <the dataset's srid>)``
+refuses a feature in any other SRID (``spatial_data.srid`` is generated from ``ST_SRID(geometry)``).
 So a NAD27 or state-plane dataset is stored exactly as imported and never silently moved.
 """
 
@@ -16,7 +16,6 @@ from sqlalchemy import (
     Computed,
     Float,
     ForeignKey,
-    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -68,19 +67,17 @@ class DatasetShare(CreatedAt, Base):
 
 
 class SpatialData(UUIDPk, Timestamps, Base):
+    """One feature. The table is partitioned by dataset (``LIST (dataset_id)``), one partition per dataset,
+    created and attached by ``gis_io.copy_features`` (migration 0006 says why)."""
+
     __tablename__ = "spatial_data"
     __table_args__ = (
         UniqueConstraint("dataset_id", "fid"),
-        ForeignKeyConstraint(
-            ["dataset_id", "srid"],
-            ["datasets.id", "datasets.srid"],
-            ondelete="CASCADE",
-            name="fk_spatial_data_dataset_srid",
-        ),
         Index("ix_spatial_data_geometry", "geometry", postgresql_using="gist"),
+        {"postgresql_partition_by": "LIST (dataset_id)"},
     )
 
-    dataset_id: Mapped[uuid.UUID] = mapped_column()
+    dataset_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     fid: Mapped[int] = mapped_column(Integer)
     name: Mapped[str | None] = mapped_column(Text)
     # GeoJSON geometry type of this feature ("Polygon", "MultiPolygon", ...).

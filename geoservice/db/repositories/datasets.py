@@ -6,11 +6,13 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from pyproj import CRS
 from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.orm import Session
 
 from geoservice.db.models import Dataset
+from geoservice.errors import ServiceUnavailable
 
 # Custom CRSs (no EPSG/ESRI code PostGIS knows) get SRIDs from here up, registered in spatial_ref_sys.
 CUSTOM_SRID_BASE = 910000
@@ -97,6 +99,14 @@ def add(session: Session, **values: Any) -> Dataset:
 
 
 def delete(session: Session, dataset: Dataset) -> None:
+    """Delete a dataset: drop its features' partition, then the row (shares cascade)."""
+    from geoservice.db.gis_io import drop_features
+
+    try:
+        drop_features(session, dataset.id)
+    except psycopg.errors.LockNotAvailable as exc:
+        raise ServiceUnavailable("the dataset is being read (an export?); retry the delete shortly",
+                                 field="dataset_id") from exc
     session.delete(dataset)
     session.flush()
 

@@ -1,0 +1,279 @@
+"""What each agent tool does: the read tools, and analyses run in-process or submitted as tasks.
+
+Every path checks access the way the REST API does (datasets through ``services.datasets.get_dataset``, tasks
+through ``services.tasks.get_task``), so an agent never sees another user's objects.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+from geopandas import GeoDataFrame
+from psycopg import sql
+from sqlalchemy import and_
+from sqlalchemy.orm import Session, sessionmaker
+
+from geoservice.agents import shaping
+from geoservice.agents.tools import ListDatasetsArgs, QueryFeaturesArgs, TaskArgs
+from geoservice.analysis.base import AnalysisOutput, no_progress
+from geoservice.analysis.params import InputRef
+from geoservice.analysis.registry import Operation
+from geoservice.analysis.validation import validate_geometries
+from geoservice.config import Settings
+from geoservice.db import gis_io
+from geoservice.db.engine import transaction
+from geoservice.db.models import AnalysisTask, Dataset
+from geoservice.db.repositories import datasets as dataset_repo
+from geoservice.db.repositories import tasks as task_repo
+from geoservice.errors import GeoserviceError, InvalidInput, NotFound
+from geoservice.fileio.readers import read_feature_collection
+from geoservice.queue import TaskQueue
+from geoservice.services import datasets as dataset_service
+from geoservice.services import features as fq
+from geoservice.services import selection
+from geoservice.services import tasks as task_service
+from geoservice.services.access import Principal, dataset_visible
+
+#: Result datasets up to this many features are read whole to shape them; larger ones only their head.
+READ_WHOLE_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class AgentRuntime:
+    """What agent calls need, whichever transport carries them (REST, MCP over HTTP or stdio)."""
+
+    settings: Settings
+    factory: sessionmaker[Session]
+    redis: redis.Redis
+    queue: TaskQueue
+
+
+# --- read tools -----------------------------------------------------------------------------------
+
+def run_read(rt: AgentRuntime, session: Session, principal: Principal, name: str, params: Any) -> dict[str, Any]:
+    """Run read tool ``name`` with validated ``params``."""
+    return _READERS[name](rt, session, principal, params)
+
+
+def _list_datasets(_rt: AgentRuntime, session: Session, principal: Principal, p: ListDatasetsArgs) -> dict[str, Any]:
+    visible = dataset_visible(principal)
+    if p.name_contains:
+        pattern = "%" + p.name_contains.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+        visible = and_(visible, Dataset.name.ilike(pattern, escape="\\"))
+    rows, total = dataset_repo.list_page(session, visible, limit=p.limit, offset=p.offset)
+    return {"count": total, "limit": p.limit, "offset": p.offset,
+            "datasets": [dataset_brief(d, principal) for d in rows]}
+
+
+def dataset_brief(d: Dataset, principal: Principal) -> dict[str, Any]:
+    return {"id": str(d.id), "name": d.name, "description": d.description, "feature_count": d.feature_count,
+            "geometry_type": d.geometry_type, "crs": d.crs if len(d.crs) < 100 else "custom (WKT)",
+            "extent_crs84": d.extent_crs84, "fields": {f["name"]: f["type"] for f in d.fields},
+            "yours": d.owner_id == principal.user_id, "is_public": d.is_public}
+
+
+def _describe_dataset(_rt: AgentRuntime, session: Session, principal: Principal, p: Any) -> dict[str, Any]:
+    d = dataset_service.get_dataset(session, p.dataset_id, principal)
+    return {**dataset_brief(d, principal), "crs": d.crs, "srid": d.srid, "extent": d.extent,
+            "created_at": d.created_at.isoformat(), "source": d.source, "links": dataset_links(d.id)}
+
+
+def dataset_links(dataset_id: uuid.UUID) -> dict[str, str]:
+    base = f"/api/v1/datasets/{dataset_id}"
+    return {"dataset_id": str(dataset_id), "dataset": base, "features": f"{base}/features",
+            "export": f"{base}/export?format=geojson"}
+
+
+def _query_features(rt: AgentRuntime, session: Session, principal: Principal, p: QueryFeaturesArgs
+                    ) -> dict[str, Any]:
+    dataset = dataset_service.get_dataset(session, p.dataset_id, principal)
+    native = dataset_service.dataset_crs(dataset)
+    query = fq.FeatureQuery()
+    if p.bbox is not None:
+        box = fq.parse_bbox(",".join(repr(v) for v in p.bbox))
+        with _as_field("bbox_crs"):
+            box_crs = dataset_service.output_crs(dataset, p.bbox_crs)
+        fq.add_bbox(query, dataset, fq.bbox_to_native(box, box_crs, native))
+    with _as_field("filters"):
+        fq.add_filters(query, dataset, [_filter_expression(f) for f in p.filters])
+    names = [f["name"] for f in dataset.fields]
+    selected = names if p.properties is None else p.properties
+    unknown = sorted(set(selected) - set(names))
+    if unknown:
+        raise InvalidInput(f"properties: unknown field(s) {unknown}; fields are {names}", field="properties")
+    order = sql.SQL("ORDER BY fid LIMIT %(limit)s")
+    gdf, fids = gis_io.read_features(session, dataset.id, native, dataset.fields, where=query.clause(),
+                                     params={**query.params, "limit": p.limit + 1}, order_limit=order)
+    more = len(fids) > p.limit
+    gdf = gdf.iloc[: p.limit][[*selected, gdf.geometry.name]]
+    handle = {**dataset_links(dataset.id), "note": "the features link takes bbox, filter and properties too"}
+    payload = shaping.layer_payload(gdf, max_bytes=rt.settings.agent_max_result_bytes,
+                                    preview_features=rt.settings.agent_preview_features, handle=handle)
+    return {**payload, "more": more, "dataset_id": str(dataset.id)}
+
+
+@contextmanager
+def _as_field(name: str) -> Iterator[None]:
+    """Report errors of the REST helpers under the tool's argument name."""
+    try:
+        yield
+    except GeoserviceError as exc:
+        exc.field = name
+        exc.detail = f"{name}: {exc.detail.split(': ', 1)[-1]}"
+        raise
+
+
+def _filter_expression(f: Any) -> str:
+    value = str(f.value) if f.op == "~" else orjson.dumps(f.value).decode()
+    return f"{f.field}{f.op}{value}"
+
+
+def task_summary(task: AnalysisTask) -> dict[str, Any]:
+    base = f"/api/v1/tasks/{task.id}"
+    return {"id": str(task.id), "analysis_type": task.analysis_type, "status": task.status or "accepted",
+            "progress": float(task.progress or 0), "phase": task.phase, "error_code": task.error_code,
+            "error_message": task.error_message,
+            "result_dataset_id": str(task.result_dataset_id) if task.result_dataset_id else None,
+            "links": {"task": base, "events": f"{base}/events", "results": f"{base}/results"},
+            "follow_up": {"task_status": {"task_id": str(task.id)}, "task_result": {"task_id": str(task.id)}}}
+
+
+def _task_status(_rt: AgentRuntime, session: Session, principal: Principal, p: TaskArgs) -> dict[str, Any]:
+    return task_summary(task_service.get_task(session, p.task_id, principal))
+
+
+def _task_result(rt: AgentRuntime, session: Session, principal: Principal, p: TaskArgs) -> dict[str, Any]:
+    return task_result(rt, session, principal, p.task_id)
+
+
+def task_result(rt: AgentRuntime, session: Session, principal: Principal, task_id: uuid.UUID) -> dict[str, Any]:
+    """The task and, once it is successful, its output shaped for a context window."""
+    task = task_service.get_task(session, task_id, principal)
+    out: dict[str, Any] = {"status": task.status, "task": task_summary(task), "result": None}
+    rows = task_repo.results_for(session, task.id) if task.status == "successful" else []
+    if not rows:
+        out["note"] = "no result yet: the task is not successful" if task.status != "successful" else "no result"
+        return out
+    row = rows[0]
+    dataset = dataset_repo.get(session, row.dataset_id) if row.dataset_id else None
+    if dataset is None:
+        out["result"] = {"data": row.data, "note": "the result dataset was deleted"}
+        return out
+    out["result"] = {**_dataset_payload(rt, session, dataset, row.data), "dataset_id": str(dataset.id),
+                     "metadata": row.result_metadata}
+    return out
+
+
+def _dataset_payload(rt: AgentRuntime, session: Session, dataset: Dataset, data: Mapping[str, Any]
+                     ) -> dict[str, Any]:
+    limits = {"max_bytes": rt.settings.agent_max_result_bytes, "preview_features": rt.settings.agent_preview_features}
+    native = dataset_service.dataset_crs(dataset)
+    handle = {**dataset_links(dataset.id), "tool": {"name": "query_features", "arguments": {
+        "dataset_id": str(dataset.id)}}}
+    if dataset.feature_count <= READ_WHOLE_MAX:
+        gdf, _ = gis_io.read_features(session, dataset.id, native, dataset.fields)
+        return shaping.layer_payload(gdf, handle=handle, **limits)
+    head, _ = gis_io.read_features(session, dataset.id, native, dataset.fields, params={
+        "limit": limits["preview_features"]}, order_limit=sql.SQL("ORDER BY fid LIMIT %(limit)s"))
+    stats = {"feature_count": dataset.feature_count, "extent": dataset.extent_crs84,
+             **{k: data[k] for k in ("geodesic_area_m2", "geodesic_length_m") if k in data}}
+    return shaping.summarised(stats, dataset_service.to_crs(head, dataset_service.CRS84), handle=handle, **limits)
+
+
+_READERS = {"list_datasets": _list_datasets, "describe_dataset": _describe_dataset,
+            "query_features": _query_features, "task_status": _task_status, "task_result": _task_result}
+
+
+# --- analysis tools ---------------------------------------------------------------------------------
+
+def is_small(rt: AgentRuntime, session: Session, principal: Principal, op: Operation, params: Any) -> bool:
+    """Check the inputs are readable; True when they are small enough to run in this process."""
+    features = inline_bytes = 0
+    for key in op.inputs:
+        ref: InputRef = getattr(params, key)
+        if ref.dataset_id is not None:
+            features += _input_dataset(session, principal, ref, key).feature_count
+        else:
+            body = orjson.dumps(ref.geojson)
+            inline_bytes += len(body)
+            features += len((ref.geojson or {}).get("features") or [None])
+    s = rt.settings
+    return features <= s.agent_sync_max_features and inline_bytes <= s.agent_sync_max_inline_bytes
+
+
+def _input_dataset(session: Session, principal: Principal, ref: InputRef, key: str) -> Dataset:
+    try:
+        return dataset_service.get_dataset(session, ref.dataset_id, principal)  # type: ignore[arg-type]
+    except NotFound as exc:
+        raise InvalidInput(f"{key}.dataset_id: unknown dataset {ref.dataset_id}", field=f"{key}.dataset_id") from exc
+
+
+def compute_inline(rt: AgentRuntime, principal: Principal, op: Operation, params: Any
+                   ) -> tuple[AnalysisOutput, str]:
+    """Load the inputs (a short transaction of their own), then run the pure analysis in this process.
+
+    Returns the output and the input dataset's name (for naming a stored output)."""
+    with transaction(rt.factory) as session:
+        layers, base = _load_layers(session, principal, op, params)
+    return op.run(layers, params, no_progress), base
+
+
+def shape_inline(rt: AgentRuntime, session: Session, principal: Principal, op: Operation, params: Any,
+                 output: AnalysisOutput, base: str, invocation_id: uuid.UUID) -> dict[str, Any]:
+    """Shape an in-process output; store it as a dataset (in ``session``) only when it is too large to answer,
+    or when ``output_name`` asks for it."""
+
+    def store() -> dict[str, Any]:
+        name = getattr(params, "output_name", None) or f"{base}_{op.name}_{str(invocation_id)[:8]}"
+        stored = dataset_service.store_layer(session, principal.user_id, name, output.gdf, analysis_output=True,
+                                             source={"agent_invocation_id": str(invocation_id),
+                                                     "analysis_type": op.name})
+        return {**dataset_links(stored.dataset.id), "name": stored.dataset.name,
+                "tool": {"name": "query_features", "arguments": {"dataset_id": str(stored.dataset.id)}}}
+
+    handle: Any = store() if getattr(params, "output_name", None) else store
+    payload = shaping.layer_payload(output.gdf, max_bytes=rt.settings.agent_max_result_bytes,
+                                    preview_features=rt.settings.agent_preview_features, handle=handle)
+    return {**payload, "metadata": orjson.loads(orjson.dumps(output.metadata, default=str))}
+
+
+def _load_layers(session: Session, principal: Principal, op: Operation, params: Any
+                 ) -> tuple[dict[str, GeoDataFrame], str]:
+    layers: dict[str, GeoDataFrame] = {}
+    base = "inline"
+    for key in op.inputs:
+        ref: InputRef = getattr(params, key)
+        if ref.dataset_id is not None:
+            dataset = _input_dataset(session, principal, ref, key)
+            layers[key] = selection.read_input(session, dataset, ref.where, ref.fields).reset_index(drop=True)
+            base = dataset.name if key == "input" else base
+        else:
+            layers[key] = _inline_layer(ref, key)
+    return layers, base
+
+
+def _inline_layer(ref: InputRef, key: str) -> GeoDataFrame:
+    obj = ref.geojson or {}
+    if obj.get("type") == "Feature":
+        obj = {"type": "FeatureCollection", "features": [obj]}
+    elif obj.get("type") not in {"FeatureCollection", None}:
+        obj = {"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": obj, "properties": {}}]}
+    try:
+        gdf, _ = validate_geometries(read_feature_collection(obj, crs=ref.crs).gdf, make_valid=False)
+    except GeoserviceError as exc:
+        raise type(exc)(f"{key}.geojson: {exc.detail}", field=f"{key}.geojson", feature=exc.feature) from exc
+    return gdf
+
+
+def submit(rt: AgentRuntime, session: Session, principal: Principal, op: Operation, args: dict[str, Any],
+           invocation_id: uuid.UUID) -> AnalysisTask:
+    """Submit the analysis as a task (enqueued once ``session`` commits)."""
+    return task_service.submit(session, rt.settings, principal, name=f"agent {op.name} {str(invocation_id)[:8]}",
+                               description=f"agent tool call {invocation_id}", analysis_type=op.name,
+                               parameters=args)
