@@ -11,7 +11,7 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEV_SECRET = "dev-insecure-secret-change-me"
+DEV_SECRET = "dev-insecure-secret-change-me-before-deploying"  # 32+ bytes, as HS256 wants
 
 
 class Settings(BaseSettings):
@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     def _refuse_default_secret_in_production(self) -> Self:
         if self.env == "production" and self.secret_key == DEV_SECRET:
             raise ValueError("GEOSERVICE_SECRET_KEY must be set to a real secret when GEOSERVICE_ENV=production")
+        if len(self.secret_key.encode()) < 32:
+            raise ValueError("GEOSERVICE_SECRET_KEY must be at least 32 bytes (it signs HS256 tokens)")
         if self.broker_visibility_timeout_s <= self.task_hard_time_limit_s:
             raise ValueError("broker_visibility_timeout_s must exceed task_hard_time_limit_s")
         if self.task_soft_time_limit_s >= self.task_hard_time_limit_s:
