@@ -40,7 +40,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_hard_time_limit_s,
         # Redis re-delivers an unacknowledged task after this; it must exceed the hard time limit.
-        "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout_s},
+        # The key prefix keeps each queue's unacked-message bookkeeping and broadcasts (revoke) apart:
+        # kombu restores *every* unacked message of a Redis database past its own visibility timeout,
+        # so a deployment sharing the database with another (tests, a staging stack) could otherwise
+        # have its in-flight tasks re-delivered early or its cancels cross over.
+        "broker_transport_options": {
+            "visibility_timeout": settings.broker_visibility_timeout_s,
+            "global_keyprefix": f"{settings.task_queue}:",
+        },
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,

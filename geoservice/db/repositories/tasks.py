@@ -94,7 +94,8 @@ def finish(session: Session, task: AnalysisTask, status: str, *, error_message: 
            error_code: str | None = None) -> None:
     """Move a locked task to a final status and drop its lease."""
     task.status = status
-    task.completed_at = func.now()
+    # clock_timestamp(), not now(): now() is the start of the storing transaction.
+    task.completed_at = func.clock_timestamp()
     task.lease_owner = None
     task.lease_expires_at = None
     task.phase = status
