@@ -17,18 +17,15 @@ from geopandas import GeoDataFrame
 from sqlalchemy.orm import Session, sessionmaker
 
 from geoservice.analysis.base import AnalysisOutput
-from geoservice.analysis.params import InputRef
 from geoservice.analysis.registry import Operation
-from geoservice.analysis.validation import validate_geometries
 from geoservice.config import Settings
 from geoservice.db.engine import transaction
 from geoservice.db.models import Dataset
 from geoservice.db.repositories import tasks as repo
 from geoservice.errors import GeoserviceError
-from geoservice.fileio.readers import read_feature_collection
 from geoservice.logging import get_logger
 from geoservice.services import datasets as dataset_service
-from geoservice.services import selection
+from geoservice.services import inputs
 from geoservice.services.auth import principal_for_user
 from geoservice.services.operations import operations
 from geoservice.supermap.payloads import dataset_result
@@ -125,36 +122,9 @@ def _run(claim: repo.Claim, reporter: ProgressReporter, ctx: WorkerContext) -> N
 
 def _load_inputs(factory: sessionmaker[Session], op: Operation, params: Any,
                  owner_id: uuid.UUID) -> tuple[Mapping[str, GeoDataFrame], dict[str, Dataset]]:
-    layers: dict[str, GeoDataFrame] = {}
-    sources: dict[str, Dataset] = {}
     with transaction(factory) as session:
         principal = principal_for_user(session, owner_id, via="internal")
-        for key in op.inputs:
-            ref: InputRef = getattr(params, key)
-            if ref.dataset_id is not None:
-                dataset = dataset_service.get_dataset(session, ref.dataset_id, principal)
-                # Only the selected features and attributes (issue #5: filters of the SuperMap surface).
-                gdf = selection.read_input(session, dataset, ref.where, ref.fields)
-                layers[key] = gdf.reset_index(drop=True)
-                sources[key] = dataset
-            else:
-                layers[key] = _inline_layer(ref, key)
-    return layers, sources
-
-
-def _inline_layer(ref: InputRef, key: str) -> GeoDataFrame:
-    obj = ref.geojson or {}
-    if obj.get("type") == "Feature":
-        obj = {"type": "FeatureCollection", "features": [obj]}
-    elif obj.get("type") not in {"FeatureCollection", None}:
-        obj = {"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": obj, "properties": {}}]}
-    try:
-        result = read_feature_collection(obj, crs=ref.crs)
-        gdf, _ = validate_geometries(result.gdf, make_valid=False)
-    except GeoserviceError as exc:
-        exc.detail = f"parameters.{key}.geojson: {exc.detail}"
-        raise
-    return gdf
+        return inputs.load_inputs(session, principal, op, params, field_prefix="parameters.")
 
 
 def _store(factory: sessionmaker[Session], claim: repo.Claim, params: Any, output: AnalysisOutput,

@@ -24,19 +24,17 @@ from geoservice.agents.tools import ListDatasetsArgs, QueryFeaturesArgs, TaskArg
 from geoservice.analysis.base import AnalysisOutput, no_progress
 from geoservice.analysis.params import InputRef
 from geoservice.analysis.registry import Operation
-from geoservice.analysis.validation import validate_geometries
 from geoservice.config import Settings
 from geoservice.db import gis_io
 from geoservice.db.engine import transaction
 from geoservice.db.models import AnalysisTask, Dataset
 from geoservice.db.repositories import datasets as dataset_repo
 from geoservice.db.repositories import tasks as task_repo
-from geoservice.errors import GeoserviceError, InvalidInput, NotFound
-from geoservice.fileio.readers import read_feature_collection
+from geoservice.errors import GeoserviceError, InvalidInput
 from geoservice.queue import TaskQueue
 from geoservice.services import datasets as dataset_service
 from geoservice.services import features as fq
-from geoservice.services import selection
+from geoservice.services import inputs
 from geoservice.services import tasks as task_service
 from geoservice.services.access import Principal, dataset_visible
 
@@ -208,10 +206,7 @@ def is_small(rt: AgentRuntime, session: Session, principal: Principal, op: Opera
 
 
 def _input_dataset(session: Session, principal: Principal, ref: InputRef, key: str) -> Dataset:
-    try:
-        return dataset_service.get_dataset(session, ref.dataset_id, principal)  # type: ignore[arg-type]
-    except NotFound as exc:
-        raise InvalidInput(f"{key}.dataset_id: unknown dataset {ref.dataset_id}", field=f"{key}.dataset_id") from exc
+    return inputs.input_dataset(session, principal, ref, key)
 
 
 def compute_inline(rt: AgentRuntime, principal: Principal, op: Operation, params: Any
@@ -245,30 +240,8 @@ def shape_inline(rt: AgentRuntime, session: Session, principal: Principal, op: O
 
 def _load_layers(session: Session, principal: Principal, op: Operation, params: Any
                  ) -> tuple[dict[str, GeoDataFrame], str]:
-    layers: dict[str, GeoDataFrame] = {}
-    base = "inline"
-    for key in op.inputs:
-        ref: InputRef = getattr(params, key)
-        if ref.dataset_id is not None:
-            dataset = _input_dataset(session, principal, ref, key)
-            layers[key] = selection.read_input(session, dataset, ref.where, ref.fields).reset_index(drop=True)
-            base = dataset.name if key == "input" else base
-        else:
-            layers[key] = _inline_layer(ref, key)
-    return layers, base
-
-
-def _inline_layer(ref: InputRef, key: str) -> GeoDataFrame:
-    obj = ref.geojson or {}
-    if obj.get("type") == "Feature":
-        obj = {"type": "FeatureCollection", "features": [obj]}
-    elif obj.get("type") not in {"FeatureCollection", None}:
-        obj = {"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": obj, "properties": {}}]}
-    try:
-        gdf, _ = validate_geometries(read_feature_collection(obj, crs=ref.crs).gdf, make_valid=False)
-    except GeoserviceError as exc:
-        raise type(exc)(f"{key}.geojson: {exc.detail}", field=f"{key}.geojson", feature=exc.feature) from exc
-    return gdf
+    layers, sources = inputs.load_inputs(session, principal, op, params)
+    return layers, sources["input"].name if "input" in sources else "inline"
 
 
 def submit(rt: AgentRuntime, session: Session, principal: Principal, op: Operation, args: dict[str, Any],
