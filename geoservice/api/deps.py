@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from geoservice import security
 from geoservice.config import Settings
+from geoservice.db.engine import transaction
 from geoservice.queue import TaskQueue, send_after_commit
 from geoservice.services import auth
 from geoservice.services.access import Principal, Unauthorized
@@ -31,15 +32,8 @@ def get_queue(request: Request) -> TaskQueue:
 
 def get_session(request: Request) -> Iterator[Session]:
     """Yield a session; commit when the handler succeeds, then run the after-commit hooks."""
-    session = get_sessionmaker(request)()
-    try:
+    with transaction(get_sessionmaker(request)) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
     # Enqueue only what the committed transaction created; a lost send is re-sent by the sweeper.
     send_after_commit(session, get_queue(request))
 

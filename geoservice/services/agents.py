@@ -240,15 +240,8 @@ def _execute(call: _Call, params: Any, args: dict[str, Any]) -> Outcome:
 @contextmanager
 def _enqueuing(rt: AgentRuntime) -> Iterator[Session]:
     """A transaction whose tasks are sent to the queue once it commits (as the API's session dependency)."""
-    session = rt.factory()
-    try:
+    with transaction(rt.factory) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
     send_after_commit(session, rt.queue)
 
 

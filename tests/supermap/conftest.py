@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import ROOT, settings_env
+from tests.conftest import ROOT, settings_env, stop_process_group
 
 HARNESS = Path(__file__).resolve().parent / "iclient"
 SERVICE = "/iserver/services/spatialanalyst-sample/restjsr/spatialanalyst"
@@ -64,12 +63,7 @@ class LiveServer:
         raise RuntimeError(f"the API server did not start: {Path(self.log.name).read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_process_group(self.proc)
         self.log.close()
 
 
