@@ -380,7 +380,7 @@ def _num(value: Any) -> Any:
 def worker_stages(ctx: Ctx, analysis: str, params: dict[str, Any]) -> dict[str, float]:
     """Run the worker's load -> compute -> store steps once in this process and time each sub-step.
 
-    Load is ``tasks.runner._load_inputs`` itself; compute is the registered operation; store is
+    Load is ``tasks.runner._load`` itself; compute is the registered operation; store is
     ``store_layer`` as the runner calls it, plus its parts timed on their own (validation, attribute
     serialisation, EWKB, COPY). Everything written is rolled back.
     """
@@ -388,19 +388,20 @@ def worker_stages(ctx: Ctx, analysis: str, params: dict[str, Any]) -> dict[str, 
 
     from geoservice.analysis.summary import geodesic_summary
     from geoservice.analysis.validation import validate_geometries
+    from geoservice.config import get_settings
     from geoservice.db import gis_io
     from geoservice.db.repositories import datasets as repo
+    from geoservice.db.repositories.tasks import Claim
+    from geoservice.services import analyses
     from geoservice.services import datasets as svc
-    from geoservice.services.operations import operations
-    from tasks.runner import _load_inputs
+    from tasks.runner import WorkerContext, _load
 
     ctx.log(f"[{analysis}] in-process stage breakdown (1 run)")
-    op = operations("")[analysis]
-    model = op.params_model.model_validate(params)
+    claim = Claim(uuid.uuid4(), "bench", 1, 1, analysis, params, ctx.owner_id, "bench", None)
     stages: dict[str, float] = {}
-    stages["load: tasks.runner._load_inputs"], (layers, _) = timed(
-        lambda: _load_inputs(ctx.factory, op, model, ctx.owner_id))
-    stages["compute: operation"], output = timed(lambda: op.run(layers, model, lambda *_: None))
+    stages["load: tasks.runner._load"], (prepared, layers) = timed(
+        lambda: _load(WorkerContext(get_settings(), ctx.factory), claim))
+    stages["compute: operation"], output = timed(lambda: analyses.compute(prepared.request, layers))
     out = output.gdf.reset_index(drop=True)
     stages["compute: of which geodesic_summary (metadata, timed again)"], _ = timed(lambda: geodesic_summary(out))
     validate_kw: dict[str, Any] = {"make_valid": True}

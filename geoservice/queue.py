@@ -11,10 +11,10 @@ import uuid
 from typing import Any, Protocol
 
 from celery import Celery
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from geoservice.config import Settings
+from geoservice.db.repositories import tasks as tasks_repo
 from geoservice.logging import get_logger
 
 log = get_logger(__name__)
@@ -111,10 +111,7 @@ def send_after_commit(session: Session, queue: TaskQueue) -> None:
 def mark_enqueued(session: Session, task_id: uuid.UUID) -> None:
     """Record that the task reached the broker (own short transaction)."""
     try:
-        session.execute(
-            text("UPDATE analysis_tasks SET enqueued_at = now() WHERE id = :id AND status = 'accepted'"),
-            {"id": task_id},
-        )
+        tasks_repo.mark_enqueued(session, [task_id])
         session.commit()
     except Exception:
         session.rollback()

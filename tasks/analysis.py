@@ -39,9 +39,8 @@ class AnalysisRequest(Request):  # type: ignore[misc]
             return
         try:
             with transaction(context().factory) as session:
-                repo.fail_if_holding(session, uuid.UUID(self.args[0]), None,
-                                     f"exceeded the hard time limit of {timeout:.0f} s; the worker process was "
-                                     "stopped", "TimeLimitExceeded")
+                repo.fail(session, uuid.UUID(self.args[0]), f"exceeded the hard time limit of {timeout:.0f} s; the "
+                          "worker process was stopped", "TimeLimitExceeded")
         except Exception:
             log.exception("could not record the hard time limit", task_id=self.id)
 

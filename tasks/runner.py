@@ -8,27 +8,19 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 from geopandas import GeoDataFrame
 from sqlalchemy.orm import Session, sessionmaker
 
-from geoservice.analysis.base import AnalysisOutput
-from geoservice.analysis.registry import Operation
 from geoservice.config import Settings
 from geoservice.db.engine import transaction
-from geoservice.db.models import Dataset
 from geoservice.db.repositories import tasks as repo
 from geoservice.errors import GeoserviceError
 from geoservice.logging import get_logger
-from geoservice.services import datasets as dataset_service
-from geoservice.services import inputs
+from geoservice.services import analyses
 from geoservice.services.auth import principal_for_user
-from geoservice.services.operations import operations
-from geoservice.supermap.payloads import dataset_result
 from tasks.progress import LeaseKeeper, ProgressReporter, TaskCancelled
 
 log = get_logger(__name__)
@@ -78,8 +70,8 @@ def execute(task_id: uuid.UUID, ctx: WorkerContext) -> str:
         return "skipped"
     if claim.attempt > claim.max_attempts:
         with transaction(factory) as session:
-            repo.fail_if_holding(session, task_id, owner, f"gave up after {claim.max_attempts} attempts: the worker "
-                                 "running it was lost each time", "MaxAttemptsExceeded")
+            repo.fail(session, task_id, f"gave up after {claim.max_attempts} attempts: the worker running it was "
+                      "lost each time", "MaxAttemptsExceeded", owner=owner)
         return "failed"
     reporter = ProgressReporter(factory, task_id, owner, settings.progress_interval_s)
     keeper = LeaseKeeper(factory, reporter, settings.task_lease_s)
@@ -106,49 +98,24 @@ def execute(task_id: uuid.UUID, ctx: WorkerContext) -> str:
 
 def _fail(factory: sessionmaker[Session], claim: repo.Claim, message: str, code: str) -> None:
     with transaction(factory) as session:
-        repo.fail_if_holding(session, claim.task_id, claim.owner, message, code)
+        repo.fail(session, claim.task_id, message, code, owner=claim.owner)
 
 
 def _run(claim: repo.Claim, reporter: ProgressReporter, ctx: WorkerContext) -> None:
-    op = operations(ctx.settings.analysis_plugins)[claim.analysis_type]
-    params = op.params_model.model_validate(claim.parameters)
     reporter.phase("loading")
-    layers, sources = _load_inputs(ctx.factory, op, params, claim.created_by)
+    prepared, layers = _load(ctx, claim)
     reporter.phase("computing")
-    output = op.run(layers, params, reporter.computing)
+    output = analyses.compute(prepared.request, layers, reporter.computing)
     reporter.phase("storing")
-    _store(ctx.factory, claim, params, output, sources)
-
-
-def _load_inputs(factory: sessionmaker[Session], op: Operation, params: Any,
-                 owner_id: uuid.UUID) -> tuple[Mapping[str, GeoDataFrame], dict[str, Dataset]]:
-    with transaction(factory) as session:
-        principal = principal_for_user(session, owner_id, via="internal")
-        return inputs.load_inputs(session, principal, op, params, field_prefix="parameters.")
-
-
-def _store(factory: sessionmaker[Session], claim: repo.Claim, params: Any, output: AnalysisOutput,
-           sources: dict[str, Dataset]) -> None:
-    """Store the output dataset, the result row and the final status in one transaction, if still ours."""
-    with transaction(factory) as session:
-        task = repo.lock_if_holding(session, claim.task_id, claim.owner)
-        if task is None:
+    with transaction(ctx.factory) as session:
+        if not analyses.store_task_result(session, claim, prepared, output):
             raise TaskCancelled("lease lost before storing")
-        base = sources["input"].name if "input" in sources else "inline"
-        name = getattr(params, "output_name", None) or f"{base}_{claim.analysis_type}_{str(claim.task_id)[:8]}"
-        stored = dataset_service.store_layer(session, claim.created_by, name, output.gdf, analysis_output=True,
-                                             source={"task_id": str(claim.task_id),
-                                                     "analysis_type": claim.analysis_type})
-        dataset = stored.dataset
-        data = {"dataset_id": str(dataset.id), "dataset_name": dataset.name, "feature_count": dataset.feature_count,
-                "extent": dataset.extent, "extent_crs84": dataset.extent_crs84, "crs": dataset.crs,
-                "geometry_type": dataset.geometry_type}
-        for key in ("geodesic_area_m2", "geodesic_length_m"):
-            if key in output.metadata:
-                data[key] = output.metadata[key]
-        metadata = {**output.metadata, "repaired_features": len(stored.repaired), "attempt": claim.attempt}
-        repo.add_result(session, task_id=task.id, result_type="dataset", data=data, result_metadata=metadata,
-                        dataset_id=dataset.id)
-        task.result_dataset_id = dataset.id
-        task.supermap_result = dataset_result(dataset.name, str(task.id))
-        repo.finish(session, task, "successful")
+
+
+def _load(ctx: WorkerContext, claim: repo.Claim) -> tuple[analyses.Prepared, dict[str, GeoDataFrame]]:
+    """Check the request again as its owner (access may have changed since it was accepted) and load it."""
+    with transaction(ctx.factory) as session:
+        principal = principal_for_user(session, claim.created_by, via="internal")
+        prepared = analyses.prepare(session, principal, claim.analysis_type, claim.parameters,
+                                    plugins=ctx.settings.analysis_plugins, check_output_name=False)
+        return prepared, analyses.load_layers(session, prepared, field_prefix="parameters.")

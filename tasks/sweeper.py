@@ -38,7 +38,7 @@ def sweep_once(factory: sessionmaker[Session], queue: TaskQueue, settings: Setti
         candidates = repo.sweep_candidates(session, settings.task_queue, settings.sweeper_accepted_grace_s)
         for task_id, status in candidates:
             queue.send(task_id)
-            session.execute(text("UPDATE analysis_tasks SET enqueued_at = now() WHERE id = :id"), {"id": task_id})
+            repo.mark_enqueued(session, [task_id])
             log.info("sweeper re-sent task", task_id=str(task_id), status=status)
     return len(candidates)
 

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -123,6 +124,16 @@ def client(app, settings: Settings) -> Iterator[TestClient]:  # type: ignore[no-
     c = authed_client(app, settings)
     yield c
     c.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def factory(settings: Settings) -> Iterator[Any]:
+    """A session factory on the test database, for tests that call services and repositories directly."""
+    from geoservice.db.engine import make_engine, make_sessionmaker
+
+    engine = make_engine(settings, "cli")
+    yield make_sessionmaker(engine)
+    engine.dispose()
 
 
 @pytest.fixture

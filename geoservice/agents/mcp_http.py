@@ -23,12 +23,12 @@ from starlette.types import Receive, Scope, Send
 
 from geoservice import security
 from geoservice.agents.mcp_server import McpAgent, build_server
+from geoservice.agents.service import sync_tools
+from geoservice.agents.tool_runs import AgentRuntime
 from geoservice.errors import GeoserviceError
 from geoservice.logging import get_logger
 from geoservice.services.access import Principal, Unauthorized
-from geoservice.services.agent_tools import AgentRuntime
-from geoservice.services.agents import sync_tools
-from geoservice.services.auth import principal_from_api_key
+from geoservice.services.auth import api_key_use_due, principal_from_api_key, touch_api_key
 
 log = get_logger(__name__)
 PRINCIPAL_KEY = "geoservice.principal"
@@ -67,7 +67,10 @@ def authenticate(factory: sessionmaker[Session], key: str | None) -> Principal:
         raise Unauthorized("MCP needs an API key (gs_...): over HTTP send 'X-API-Key: gs_...' or "
                            "'Authorization: Bearer gs_...'")
     with factory.begin() as session:
-        return principal_from_api_key(session, key)
+        principal = principal_from_api_key(session, key)
+        if api_key_use_due(principal):
+            touch_api_key(session, principal)
+        return principal
 
 
 class McpEndpoint:

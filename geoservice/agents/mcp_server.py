@@ -11,7 +11,6 @@ error body (``error``, ``detail``, ``field``) as structured content, so an agent
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,14 +22,12 @@ import orjson
 from mcp.server import Server, ServerRequestContext
 
 from geoservice import __version__
-from geoservice.db.models.task import FINAL_STATUSES
+from geoservice.agents import service, tool_runs
+from geoservice.agents.tool_runs import AgentRuntime
 from geoservice.errors import GeoserviceError
 from geoservice.logging import get_logger
-from geoservice.services import agent_tools
-from geoservice.services import agents as service
-from geoservice.services import tasks as task_service
+from geoservice.services import analyses
 from geoservice.services.access import Principal
-from geoservice.services.agent_tools import AgentRuntime
 
 log = get_logger(__name__)
 MAX_REMEMBERED_SESSIONS = 10_000
@@ -88,7 +85,7 @@ def build_server(agent: McpAgent) -> Server[Any]:
             key = (ctx.meta or {}).get("idempotencyKey")
             outcome = await anyio.to_thread.run_sync(service.invoke, agent.rt, principal, session_id, params.name,
                                                      params.arguments or {}, str(key) if key else None)
-            if outcome.task_id is None:
+            if outcome.status != "submitted" or outcome.task_id is None:
                 return _ok(outcome.body())
             return await _follow(ctx, agent.rt, principal, outcome)
         except GeoserviceError as exc:
@@ -114,41 +111,30 @@ async def _follow(ctx: ServerRequestContext[Any, Any], rt: AgentRuntime, princip
     task_id = outcome.task_id
     assert task_id is not None
     s = rt.settings
-    deadline = time.monotonic() + s.mcp_task_wait_s
-    last: tuple[Any, ...] | None = None
-    sent_at, progress = 0.0, 0.0
-    while True:
-        status, value, phase = await anyio.to_thread.run_sync(_snapshot, rt, principal, task_id)
-        now = time.monotonic()
-        if (status, value, phase) != last or now - sent_at >= s.mcp_progress_heartbeat_s:
-            progress = max(progress, value)  # progress never goes back
-            message = f"task {status}" + (f": {phase}" if phase and phase != status else "")
-            await ctx.session.report_progress(progress, 100.0, message)
-            last, sent_at = (status, value, phase), now
-        if status in FINAL_STATUSES:
-            break
-        if now >= deadline:
-            return _ok(outcome.body() | {"note": f"the task is still running after {s.mcp_task_wait_s:.0f} s; "
-                                                 "follow it with task_status and task_result"})
-        await anyio.sleep(s.mcp_poll_interval_s)
+    progress, message, final = 0.0, "task accepted", None
+    async for snap in analyses.follow(rt.factory, principal, task_id, interval=s.mcp_poll_interval_s,
+                                      timeout=s.mcp_task_wait_s, heartbeat=s.mcp_progress_heartbeat_s):
+        if snap is not None:  # None: nothing changed for a while; repeat the last progress as a heartbeat
+            progress = max(progress, snap.progress)  # progress never goes back
+            message = f"task {snap.status}" + (f": {snap.phase}" if snap.phase and snap.phase != snap.status else "")
+            final = snap if snap.final else None
+        await ctx.session.report_progress(progress, 100.0, message)
+    if final is None:
+        return _ok(outcome.body() | {"note": f"the task is still running after {s.mcp_task_wait_s:.0f} s; "
+                                             "follow it with task_status and task_result"})
     answer = await anyio.to_thread.run_sync(_result, rt, principal, task_id)
     body = {"invocation_id": str(outcome.invocation_id), "tool": outcome.tool, **answer}
-    if status != "successful":
+    if final.status != "successful":
         task = answer["task"]
-        detail = task.get("error_message") or f"the task ended {status}"
-        return _text_error(f"{outcome.tool}: task {status}: {task.get('error_code') or ''} {detail}".strip(), body)
+        detail = task.get("error_message") or f"the task ended {final.status}"
+        return _text_error(f"{outcome.tool}: task {final.status}: {task.get('error_code') or ''} {detail}".strip(),
+                           body)
     return _ok(body)
-
-
-def _snapshot(rt: AgentRuntime, principal: Principal, task_id: uuid.UUID) -> tuple[str, float, str | None]:
-    with rt.factory() as session:
-        task = task_service.get_task(session, task_id, principal)
-        return str(task.status), float(task.progress or 0), task.phase
 
 
 def _result(rt: AgentRuntime, principal: Principal, task_id: uuid.UUID) -> dict[str, Any]:
     with rt.factory() as session:
-        return agent_tools.task_result(rt, session, principal, task_id)
+        return tool_runs.task_result(rt, session, principal, task_id)
 
 
 def _ok(body: dict[str, Any]) -> types.CallToolResult:

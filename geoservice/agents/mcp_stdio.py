@@ -15,13 +15,13 @@ from mcp.server.stdio import stdio_server
 
 from geoservice.agents.mcp_http import authenticate
 from geoservice.agents.mcp_server import McpAgent, build_server
+from geoservice.agents.service import sync_tools
+from geoservice.agents.tool_runs import AgentRuntime
 from geoservice.config import Settings
 from geoservice.db.engine import make_engine, make_sessionmaker
 from geoservice.logging import get_logger
 from geoservice.queue import CeleryTaskQueue
 from geoservice.services.access import Principal, Unauthorized
-from geoservice.services.agent_tools import AgentRuntime
-from geoservice.services.agents import sync_tools
 
 log = get_logger(__name__)
 

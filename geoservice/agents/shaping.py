@@ -3,6 +3,10 @@
 A summary has the feature count, the lon/lat extent, geometry types, geodesic area/length totals (WGS 84),
 and a preview: the first few features, simplified until the preview fits half the byte budget, with
 coordinates rounded to about 10 cm. ``full_result`` tells the agent how to fetch everything.
+
+Layers are brought to lon/lat with the engine reads and ``reproject`` tasks use (``geoservice.analysis.
+reproject``), ballpark operations allowed (a preview must always answer); ``transformation`` says which
+operation was applied and how accurate it is.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import orjson
 import shapely
 from geopandas import GeoDataFrame
 
+from geoservice.analysis.crs import CRS84
+from geoservice.analysis.reproject import reproject_layer
 from geoservice.analysis.summary import geodesic_summary
-from geoservice.services.datasets import CRS84, to_crs
 
 #: A GeoJSON coordinate pair costs about this many bytes; used to skip serialising hopeless layers.
 BYTES_PER_COORDINATE = 36
@@ -38,8 +43,9 @@ def layer_payload(gdf: GeoDataFrame, *, max_bytes: int, preview_features: int,
         handle: how to fetch the full result (links, a tool call), or a function making one (called only
             when the layer is summarised, e.g. to store it first); without one the layer is always complete.
     """
-    lonlat = to_crs(gdf, CRS84).reset_index(drop=True) if len(gdf) else gdf
-    stats = summary_of(lonlat)
+    lonlat, used = to_crs84(gdf)
+    lonlat = lonlat.reset_index(drop=True)
+    stats = {**summary_of(lonlat), **transformation_member(used)}
     coordinates = int(shapely.get_num_coordinates(np.asarray(lonlat.geometry.array)).sum()) if len(lonlat) else 0
     if handle is None or coordinates * BYTES_PER_COORDINATE <= 2 * max_bytes:
         features = feature_collection(lonlat)
@@ -52,11 +58,34 @@ def layer_payload(gdf: GeoDataFrame, *, max_bytes: int, preview_features: int,
 
 def summarised(stats: dict[str, Any], head: GeoDataFrame, *, max_bytes: int, preview_features: int,
                handle: dict[str, Any]) -> dict[str, Any]:
-    """A summary: ``stats`` (count, extent, totals), a simplified preview of ``head`` (lon/lat), the handle."""
+    """A summary: ``stats`` (count, extent, totals), a simplified preview of ``head`` (any CRS), the handle."""
+    head, used = to_crs84(head)
+    stats = {**transformation_member(used), **stats}
     return {"crs": "OGC:CRS84", **stats, "complete": False,
             "preview": preview(head, max_bytes // 2, preview_features), "full_result": handle,
             "note": f"the result is larger than {max_bytes} bytes: this is a summary with a simplified preview; "
                     "fetch everything through full_result"}
+
+
+def to_crs84(gdf: GeoDataFrame) -> tuple[GeoDataFrame, dict[str, Any] | None]:
+    """The layer in OGC:CRS84 (lon/lat degrees) and the transformation applied (None: nothing transformed)."""
+    if not len(gdf):
+        return gdf, None
+    return reproject_layer(gdf, CRS84, allow_ballpark=True)
+
+
+def transformation_member(transformation: dict[str, Any] | None) -> dict[str, Any]:
+    """``{"transformation": {"description", "accuracy_m" (metres, None if unknown)}}`` when one was applied.
+
+    When the best operation needs a grid that is not installed, ``best_available`` is false and
+    ``grids_missing`` names the grids.
+    """
+    if transformation is None:
+        return {}
+    out = {"description": transformation["description"], "accuracy_m": transformation["accuracy_m"]}
+    if not transformation["best_available"]:
+        out |= {"best_available": False, "grids_missing": transformation["grids_missing"]}
+    return {"transformation": out}
 
 
 def summary_of(gdf: GeoDataFrame) -> dict[str, Any]:

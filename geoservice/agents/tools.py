@@ -18,6 +18,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from geoservice.analysis.params import StrictModel
+from geoservice.analysis.request import parameters_model
 from geoservice.services.operations import operations
 
 ToolKind = Literal["analysis", "read"]
@@ -153,7 +154,9 @@ def distances_require_units(schema: Any) -> bool:
         return True
     for name, prop in (schema.get("properties") or {}).items():
         if name == "distance" or name.endswith("_distance"):
-            if prop.get("type") != "object" or not {"value", "unit"} <= set(prop.get("required", [])):
+            # an optional distance is anyOf [distance, null]; either way it is an object needing both
+            options = [p for p in prop.get("anyOf", [prop]) if p.get("type") != "null"]
+            if any(p.get("type") != "object" or not {"value", "unit"} <= set(p.get("required", [])) for p in options):
                 return False
     return all(distances_require_units(value) for value in schema.values())
 
@@ -163,12 +166,12 @@ def tool_specs(plugins: str) -> dict[str, ToolSpec]:
     """Every tool for the analysis registry in force (``plugins`` as in ``Settings.analysis_plugins``)."""
     specs: dict[str, ToolSpec] = {}
     for op in operations(plugins).values():
-        schema = agent_schema(op.params_model)
+        model = parameters_model(op)  # the operation's settings plus its input layers and output name
+        schema = agent_schema(model)
         if not distances_require_units(schema):  # a new params model must keep units on distances
             raise RuntimeError(f"agent schema of {op.name!r} accepts a distance without a unit")
         description = _ANALYSIS_HINTS.get(op.name, op.title + ".") + _RUNS
-        specs[op.name] = ToolSpec(op.name, op.title, description, "analysis", op.params_model, schema,
-                                  ANALYSIS_OUTPUT)
+        specs[op.name] = ToolSpec(op.name, op.title, description, "analysis", model, schema, ANALYSIS_OUTPUT)
     for name, (model, title, description) in _READ_TOOLS.items():
         specs[name] = ToolSpec(name, title, description, "read", model, agent_schema(model), READ_OUTPUT)
     return specs

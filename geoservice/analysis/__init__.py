@@ -4,7 +4,8 @@ Rules (enforced by the import-linter contract in pyproject.toml): no database, H
 or file I/O here; never import sqlalchemy, celery, fastapi, geoservice.db, geoservice.api or tasks.
 Every operation states its units and CRS, takes an optional ``progress(fraction, phase)`` callback,
 and is registered in the frozen ``OPERATIONS`` registry, which the API uses to validate task
-parameters with the same params model the worker uses.
+parameters with the same params model the worker uses. A params model holds the algorithm's settings;
+``request`` adds what a caller asks: the input layers (by reference) and the output name.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ from geoservice.analysis.summary import geodesic_summary
 
 def _summarised(output: AnalysisOutput) -> AnalysisOutput:
     """Add the shared layer summary (count, extent, geodesic area/length) to the metadata."""
-    summary = geodesic_summary(output.gdf) if len(output.gdf) else {"feature_count": 0}
+    if not len(output.gdf):
+        summary: dict[str, Any] = {"feature_count": 0}
+    elif output.gdf.crs is None:  # coordinates without a CRS (``unit="crs"`` buffers): no geodesic measures
+        summary = {"feature_count": len(output.gdf), "extent": list(map(float, output.gdf.total_bounds))}
+    else:
+        summary = geodesic_summary(output.gdf)
     return AnalysisOutput(output.gdf, {**summary, **output.metadata})
 
 

@@ -11,12 +11,15 @@ Strategies (recorded in the result metadata as ``strategy``):
 * ``"projected"``: projected data. The buffer is planar in that CRS, the distance converted with the CRS's
   axis unit (metres, US survey feet, ...); ``max_scale_error`` is ``None`` (the CRS's own distortion is the
   dataset owner's choice).
+* ``"planar-crs-units"``: ``unit="crs"``: a planar buffer in the coordinates' own units, exactly what PostGIS
+  ``ST_Buffer(geometry, value)`` computes (no antimeridian or pole handling); data without a CRS too.
 * ``"planar-degrees"``: geographic data with ``unit="degrees"``: a planar buffer in lon/lat degrees (so an
   east-west "degree" shrinks with latitude); results are split at +-180 and clipped to |lat| <= 90.
 
 Features whose buffer is empty (negative buffers that erode a feature away, empty or null inputs) are
 dropped and counted in ``dropped_empty``. Attributes are kept; with ``dissolve`` the output has one row per
-group with the ``dissolve_by`` column (if any) and ``feature_count``.
+group with the ``dissolve_by`` column (if any) and ``feature_count``. ``right_distance`` buffers each side
+of a line by its own distance (flat ends): the union of a left and a right single-sided buffer.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from pydantic import Field, field_validator, model_validator
 from pyproj import CRS
 
 from geoservice.analysis import localcrs
-from geoservice.analysis.base import AnalysisOutput, ProgressFn, no_progress
+from geoservice.analysis.base import AnalysisOutput, ProgressFn, no_progress, with_geometry
 from geoservice.analysis.errors import EmptyInput, MissingCRS, UnsupportedGeometryType
-from geoservice.analysis.params import Distance, InputRef, LengthUnit, StrictModel
+from geoservice.analysis.params import Distance, LengthUnit, StrictModel
 from geoservice.errors import InvalidInput
 
 #: Largest |distance| accepted: 1,000 km for linear units (a local CRS stays within ~2.5% scale error),
@@ -48,9 +51,8 @@ JoinStyle = Literal["round", "mitre", "bevel"]
 
 
 class BufferParams(StrictModel):
-    """Parameters of ``buffer``; also the body of a buffer task (``POST /api/v1/tasks``)."""
+    """Settings of ``buffer`` (a buffer task adds its ``input`` layer and ``output_name``)."""
 
-    input: InputRef
     distance: Distance = Field(description='e.g. {"value": 500, "unit": "m"}; negative erodes polygons')
     cap_style: CapStyle = "round"
     join_style: JoinStyle = "round"
@@ -59,7 +61,11 @@ class BufferParams(StrictModel):
     single_sided: bool = Field(default=False, description="lines only; distance > 0 left side, < 0 right")
     dissolve: bool = Field(default=False, description="union all results (or per dissolve_by group)")
     dissolve_by: str | None = Field(default=None, min_length=1, description="attribute to dissolve by")
-    output_name: str | None = None
+    right_distance: Distance | None = Field(
+        default=None,
+        description="lines only: buffer the right side by this distance (same unit, >= 0) and the left side by "
+        "'distance' (> 0), with flat ends (SuperMap's FLAT end type with unequal sides)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -89,12 +95,27 @@ class BufferParams(StrictModel):
     def _distance_range(cls, v: Distance) -> Distance:
         if v.value == 0:
             raise ValueError("distance must not be zero")
+        if v.unit is LengthUnit.crs:
+            return v
         if v.unit is LengthUnit.degrees:
             if abs(v.value) > MAX_DISTANCE_DEG:
                 raise ValueError(f"distance must be at most {MAX_DISTANCE_DEG:g} degrees in absolute value")
         elif abs(v.metres()) > MAX_DISTANCE_M:
             raise ValueError("distance must be at most 1,000 km in absolute value")
         return v
+
+    @model_validator(mode="after")
+    def _sides(self) -> BufferParams:
+        right = self.right_distance
+        if right is None:
+            return self
+        if right.unit is not self.distance.unit:
+            raise ValueError("right_distance must have the same unit as distance")
+        if self.distance.value <= 0 or right.value < 0:
+            raise ValueError("with right_distance, distance must be > 0 and right_distance >= 0")
+        if self.single_sided:
+            raise ValueError("right_distance already makes a one-sided buffer per side; drop single_sided")
+        return self
 
 
 def buffer_planar(
@@ -131,47 +152,68 @@ def buffer(gdf: GeoDataFrame, params: BufferParams, progress: ProgressFn | None 
         The buffered layer in the input's CRS, and metadata (strategy, counts, max_scale_error, styles).
     """
     progress = progress or no_progress
-    crs = _require_crs(gdf)
+    series = gdf.geometry  # looked up once: each GeoDataFrame.geometry/.crs access costs ~20 us
+    crs = _require_crs(series.crs, params)
     if len(gdf) == 0:
         raise EmptyInput("the input has no features", field="input")
     if params.dissolve_by is not None and params.dissolve_by not in gdf.columns:
         raise InvalidInput(f"dissolve_by: no attribute {params.dissolve_by!r} in the input", field="dissolve_by")
-    geoms = np.asarray(gdf.geometry.array, dtype=object)
-    if params.single_sided:
-        _require_lines(geoms)
-    strategy, run = _strategy(crs, params)
+    geoms = np.asarray(series.array, dtype=object)
+    if params.single_sided or params.right_distance is not None:
+        _require_lines(geoms, "right_distance" if params.right_distance is not None else "single_sided")
+    runs = [_strategy(crs, p) for p in _sides(params)]
+    strategy = runs[0][0]
     results = np.empty(len(geoms), dtype=object)
     kinds = np.full(len(geoms), strategy, dtype=object)
     scale_err = np.zeros(len(geoms))
     for start in range(0, len(geoms), CHUNK_SIZE):
         sl = slice(start, start + CHUNK_SIZE)
-        results[sl], kinds[sl], scale_err[sl] = run(geoms[sl])
+        parts = [run(geoms[sl]) for _, run in runs]
+        results[sl], kinds[sl], scale_err[sl] = parts[0]
+        for other, _, err in parts[1:]:  # the other side of a two-distance line buffer
+            results[sl] = shapely.union(results[sl], other)
+            scale_err[sl] = np.fmax(scale_err[sl], err)
         progress(min(start + CHUNK_SIZE, len(geoms)) / len(geoms), "computing")
     keep = ~(shapely.is_missing(results) | shapely.is_empty(results))
-    out = _assemble(gdf, results, keep, params)
+    out = _assemble(gdf, series.name, crs, results, keep, params)
     meta = _metadata(params, strategy, kinds[keep], scale_err[keep], len(gdf), len(out))
     meta["dropped_empty"] = int((~keep).sum())
     return AnalysisOutput(gdf=out, metadata=meta)
 
 
-def _require_crs(gdf: GeoDataFrame) -> CRS:
-    if gdf.crs is None:
-        raise MissingCRS("the input has no CRS; set one before buffering", field="input")
-    return CRS.from_user_input(gdf.crs)
+def _sides(params: BufferParams) -> list[BufferParams]:
+    """The buffers to union per feature: ``params`` itself, or its left and right sides (``right_distance``)."""
+    right = params.right_distance
+    if right is None:
+        return [params]
+    sides = [params.model_copy(update={"single_sided": True, "right_distance": None})]
+    if right.value > 0:
+        flipped = Distance(value=-right.value, unit=right.unit)
+        sides.append(params.model_copy(update={"distance": flipped, "single_sided": True, "right_distance": None}))
+    return sides
 
 
-def _require_lines(geoms: np.ndarray) -> None:
+def _require_crs(crs: CRS | None, params: BufferParams) -> CRS | None:
+    if crs is None:
+        if params.distance.unit is LengthUnit.crs:
+            return None  # coordinate units, planar: no CRS needed
+        raise MissingCRS("the input has no CRS; set one before buffering (or give the distance in unit 'crs')",
+                         field="input")
+    return crs
+
+
+def _require_lines(geoms: np.ndarray, field: str) -> None:
     present = geoms[~(shapely.is_missing(geoms) | shapely.is_empty(geoms))]
     types = set(shapely.get_type_id(present).tolist()) - {1, 2, 5}
     if types:
         names = sorted({g.geom_type for g in present if g.geom_type not in LINE_TYPES})
         raise UnsupportedGeometryType(
-            f"single_sided buffers apply to lines only; the input has {', '.join(names)}",
-            field="single_sided",
+            f"{field} applies to lines only; the input has {', '.join(names)}",
+            field=field,
         )
 
 
-def _strategy(crs: CRS, params: BufferParams) -> tuple[str, Any]:
+def _strategy(crs: CRS | None, params: BufferParams) -> tuple[str, Any]:
     """Return the strategy name and a chunk function ``geoms -> (results, kinds, scale_errors)``."""
     dist = params.distance
     style = {
@@ -185,6 +227,9 @@ def _strategy(crs: CRS, params: BufferParams) -> tuple[str, Any]:
     def planar(d: float) -> Any:
         return lambda g: buffer_planar(g, d, **style)
 
+    if dist.unit is LengthUnit.crs or crs is None:
+        op = planar(dist.value)
+        return "planar-crs-units", lambda g: (op(g), "planar-crs-units", np.nan)
     if crs.is_geographic:
         if dist.unit is LengthUnit.degrees:
             op = planar(dist.value)
@@ -211,12 +256,10 @@ def _strategy(crs: CRS, params: BufferParams) -> tuple[str, Any]:
     return "projected", lambda g: (op(g), "projected", np.nan)
 
 
-def _assemble(gdf: GeoDataFrame, results: np.ndarray, keep: np.ndarray, params: BufferParams) -> GeoDataFrame:
-    geom_col = gdf.geometry.name
+def _assemble(gdf: GeoDataFrame, geom_col: str, crs: CRS | None, results: np.ndarray, keep: np.ndarray,
+              params: BufferParams) -> GeoDataFrame:
     if not (params.dissolve or params.dissolve_by):
-        out = gdf.loc[keep].copy()
-        out[geom_col] = GeoSeries(results[keep], index=out.index, crs=gdf.crs)
-        return out
+        return with_geometry(gdf if keep.all() else gdf.loc[keep], results[keep], crs, geom_col)
     kept = results[keep]
     if params.dissolve_by is None:
         attrs = pd.DataFrame({"feature_count": [len(kept)]})
@@ -231,7 +274,7 @@ def _assemble(gdf: GeoDataFrame, results: np.ndarray, keep: np.ndarray, params: 
                 "feature_count": [len(idx) for idx in groups.values()],
             }
         )
-    out = GeoDataFrame(attrs, geometry=GeoSeries(merged, crs=gdf.crs), crs=gdf.crs)
+    out = GeoDataFrame(attrs, geometry=GeoSeries(merged, crs=crs), crs=crs)
     return out.rename_geometry(geom_col) if geom_col != "geometry" else out
 
 
@@ -251,6 +294,8 @@ def _metadata(
         "mitre_limit": params.mitre_limit,
         "quad_segs": params.quad_segs,
         "single_sided": params.single_sided,
+        "right_distance": None if params.right_distance is None else {
+            "value": params.right_distance.value, "unit": params.right_distance.unit.value},
         "dissolve": bool(params.dissolve or params.dissolve_by),
         "dissolve_by": params.dissolve_by,
         "antimeridian": "split at +-180 into MultiPolygons (RFC 7946 section 3.1.9)",

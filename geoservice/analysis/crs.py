@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -342,3 +343,54 @@ def _lon_interval(lon: np.ndarray) -> tuple[float, float]:
     if widest == len(values) - 1:
         return float(values[0]), float(values[-1])
     return float(values[widest + 1]), float(values[widest])
+
+
+def same_crs(a: CRS, b: CRS) -> bool:
+    """Return whether x/y coordinates in ``a`` are already x/y coordinates in ``b``.
+
+    True for equal CRSs and for CRSs that differ only in axis order (EPSG:4326 as PostGIS stores it,
+    lon/lat, is OGC:CRS84).
+    """
+    return a == b or bool(a.equals(b, ignore_axis_order=True))
+
+
+def bounds_area_of_interest(bounds: Sequence[float] | None, crs: CRS) -> tuple[float, float, float, float] | None:
+    """Return the lon/lat area of interest of a box ``[minx, miny, maxx, maxy]`` in ``crs`` (None if unknown).
+
+    The box (e.g. a dataset's stored extent) is densified along its edges; degrees, west > east across
+    the antimeridian.
+    """
+    return area_of_interest(_box_outline(bounds), crs) if bounds else None
+
+
+def transform_bounds(bounds: Sequence[float], transformer: Transformer, target: CRS) -> list[float] | None:
+    """Return the box, in ``target``, of a box's densified outline transformed by ``transformer`` (x/y).
+
+    For a lon/lat ``target``, ``minx > maxx`` when the box crosses the antimeridian and a pole inside the
+    box extends it to that pole. None when no point of the outline can be transformed.
+    """
+    x, y = _box_outline(bounds).T.copy()
+    transformer.transform(x, y, inplace=True, errcheck=False)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return None
+    x, y = x[ok], y[ok]
+    if not target.is_geographic:
+        return [float(x.min()), float(y.min()), float(x.max()), float(y.max())]
+    west, east = _lon_interval(x)
+    south, north = float(y.min()), float(y.max())
+    px, py = transformer.transform([0.0, 0.0], [90.0, -90.0], errcheck=False, direction="INVERSE")
+    inside = [bounds[0] <= a <= bounds[2] and bounds[1] <= b <= bounds[3] for a, b in zip(px, py, strict=True)]
+    if any(inside):
+        west, east = -180.0, 180.0
+        north, south = (90.0 if inside[0] else north), (-90.0 if inside[1] else south)
+    return [west, south, east, north]
+
+
+def _box_outline(bounds: Sequence[float], points_per_edge: int = 21) -> np.ndarray:
+    x0, y0, x1, y1 = (float(v) for v in bounds)
+    xs, ys = np.linspace(x0, x1, points_per_edge), np.linspace(y0, y1, points_per_edge)
+    return np.concatenate([
+        np.column_stack([xs, np.full_like(xs, y0)]), np.column_stack([xs, np.full_like(xs, y1)]),
+        np.column_stack([np.full_like(ys, x0), ys]), np.column_stack([np.full_like(ys, x1), ys]),
+    ])

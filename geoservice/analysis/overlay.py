@@ -12,8 +12,9 @@
 ``union(B)`` is, for each input feature, the union of the overlay features an STRtree pairs with it (and
 the other way round for ``b − union(A)``). Identity pieces add up exactly to the input where the overlay
 polygons do not overlap each other; where they do, there is one piece per overlay feature (as ArcGIS and
-QGIS do). Inputs of any type are allowed for intersect/clip/erase/identity; the overlay layer, and both
-layers for union/update/xor, must be polygons.
+QGIS do). Inputs of any type are allowed for intersect/clip/erase/identity; the overlay layer must be
+polygons, except for intersect (lines crossing lines give points, with ``keep_geom_type`` off), and both
+layers must be polygons for union/update/xor.
 
 Attributes: with both sides on one piece (intersect, identity, union), a name present on both sides
 becomes ``input_<name>`` and ``overlay_<name>``. With one side per piece (update, xor), same-named
@@ -31,12 +32,13 @@ import numpy as np
 import pandas as pd
 import shapely
 from geopandas import GeoDataFrame, GeoSeries
-from pydantic import Field
+from pydantic import Field, model_validator
 from pyproj import CRS
 
 from geoservice.analysis.base import AnalysisOutput, ProgressFn, no_progress
 from geoservice.analysis.errors import EmptyInput, InvalidGeometry, MissingCRS, UnsupportedGeometryType
-from geoservice.analysis.params import InputRef, StrictModel
+from geoservice.analysis.params import StrictModel
+from geoservice.analysis.reproject import reproject_layer
 from geoservice.errors import InvalidInput
 
 CHUNK_SIZE = 2_000
@@ -61,16 +63,25 @@ PIECES: dict[str, tuple[str, ...]] = {
 
 
 class OverlayParams(StrictModel):
-    """Parameters of ``overlay``; also the body of an overlay task (``POST /api/v1/tasks``)."""
+    """Settings of ``overlay`` (a task adds its ``input`` and ``overlay`` layers and ``output_name``)."""
 
-    input: InputRef
-    overlay: InputRef
     operation: OperationName
     input_fields: list[str] | None = Field(default=None, description="input attributes to keep (default all)")
     overlay_fields: list[str] | None = Field(default=None, description="overlay attributes to keep")
     grid_size: float | None = Field(default=None, gt=0, description="snap-rounding grid, in CRS units")
     keep_geom_type: bool = Field(default=True, description="drop parts of another dimension than the input")
-    output_name: str | None = None
+    pairwise: bool = Field(
+        default=False,
+        description="pair input feature i with overlay feature i only (or every input feature with the one "
+        "overlay feature), instead of every intersecting pair; each piece then records its 'pair' (the input "
+        "feature's 0-based position) and b - a pieces are computed per pair (SuperMap's batch overlay)",
+    )
+
+    @model_validator(mode="after")
+    def _pairwise_fields(self) -> OverlayParams:
+        if self.pairwise and "pair" in (self.input_fields or []) + (self.overlay_fields or []):
+            raise ValueError("with pairwise, the output has its own 'pair' attribute; do not select one")
+        return self
 
 
 def overlay_planar(a: np.ndarray, b: np.ndarray | None, op: str, grid_size: float | None = None) -> np.ndarray:
@@ -111,19 +122,26 @@ def overlay(
     if op in ("clip", "erase"):
         b_attrs = b_attrs.iloc[:, :0]
     a, a_fixed = _prepare(gdf, "input", polygons=op in POLYGONS_ONLY, op=op)
-    b, b_fixed = _prepare(overlay_gdf, "overlay", polygons=True, op=op)
-    pieces = _compute(a, b, op, params.grid_size, progress)
-    geoms, ia, ib = (np.concatenate(x) if x else np.empty(0) for x in zip(*pieces, strict=True))
-    ia, ib = ia.astype(np.intp), ib.astype(np.intp)
+    b, b_fixed = _prepare(overlay_gdf, "overlay", polygons=op != "intersect", op=op)
+    if params.pairwise:
+        pieces = _pairwise(a, b, op, params.grid_size)
+        progress(1.0, "computing")
+    else:
+        pieces = [(*p, np.full(len(p[0]), -1)) for p in _compute(a, b, op, params.grid_size, progress)]
+    geoms, ia, ib, pair = (np.concatenate(x) if x else np.empty(0) for x in zip(*pieces, strict=True))
+    ia, ib, pair = ia.astype(np.intp), ib.astype(np.intp), pair.astype(np.intp)
     n_raw = len(geoms)
     if params.keep_geom_type:
         target = np.where(ia >= 0, shapely.get_dimensions(a[np.maximum(ia, 0)]), 2)
         geoms = keep_dimension(geoms, target)
     keep = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
-    geoms, ia, ib = geoms[keep], ia[keep], ib[keep]
-    order = np.lexsort((ib, ib < 0, ia, ia < 0))  # input order; per input: pairs, then its remainder
-    geoms, ia, ib = geoms[order], ia[order], ib[order]
+    geoms, ia, ib, pair = geoms[keep], ia[keep], ib[keep], pair[keep]
+    # Input order; per input: pairs, then its remainder (pairwise: pair by pair, input side first).
+    order = np.lexsort((ib < 0, ia < 0, pair)) if params.pairwise else np.lexsort((ib, ib < 0, ia, ia < 0))
+    geoms, ia, ib, pair = geoms[order], ia[order], ib[order], pair[order]
     attrs, renamed = _attributes(a_attrs, b_attrs, ia, ib, shared=op in ("update", "xor"))
+    if params.pairwise:
+        attrs["pair"] = pair
     out = GeoDataFrame(attrs, geometry=GeoSeries(geoms, crs=gdf.crs), crs=gdf.crs)
     out = out.rename_geometry(gdf.geometry.name) if gdf.geometry.name != "geometry" else out
     meta = {
@@ -141,6 +159,7 @@ def overlay(
         "renamed_fields": renamed,
         "grid_size": params.grid_size,
         "keep_geom_type": params.keep_geom_type,
+        "pairwise": params.pairwise,
     }
     return AnalysisOutput(gdf=out, metadata=meta)
 
@@ -168,12 +187,20 @@ def keep_dimension(geoms: np.ndarray, dims: np.ndarray) -> np.ndarray:
 
 
 def _same_crs(gdf: GeoDataFrame, overlay_gdf: GeoDataFrame) -> GeoDataFrame:
+    """Return the overlay layer in the input's CRS, transformed as a ``reproject`` task would.
+
+    The operation is chosen for the overlay layer's area, without ballpark: when the best one needs a grid
+    that is not installed the analysis fails with ``TransformationUnavailable`` naming the grid. Two layers
+    without a CRS are plain coordinates of one plane (SuperMap geometries without a ``prjCoordSys``).
+    """
+    if gdf.crs is None and overlay_gdf.crs is None:
+        return overlay_gdf
     for name, layer in (("input", gdf), ("overlay", overlay_gdf)):
         if layer.crs is None:
             raise MissingCRS(f"the {name} layer has no CRS", field=name)
     if CRS(gdf.crs).equals(CRS(overlay_gdf.crs), ignore_axis_order=True):
         return overlay_gdf
-    return overlay_gdf.to_crs(gdf.crs)
+    return reproject_layer(overlay_gdf, CRS(gdf.crs), allow_ballpark=False)[0]
 
 
 def _select(layer: GeoDataFrame, fields: list[str] | None, field: str) -> pd.DataFrame:
@@ -241,6 +268,35 @@ def _compute(a: np.ndarray, b: np.ndarray, op: str, grid: float | None, progress
         ib = np.flatnonzero(~shapely.is_missing(b))
         pieces.append((_snap(b[ib], grid), np.full(len(ib), -1), ib))
     return pieces
+
+
+def _pairwise(a: np.ndarray, b: np.ndarray, op: str, grid: float | None) -> list[tuple]:
+    """Pieces of input i against overlay i (or the one overlay feature): (geoms, ia, ib, pair) arrays."""
+    if len(b) not in (1, len(a)):
+        raise InvalidInput(f"pairwise: the overlay layer needs one feature or as many as the input ({len(a)}), "
+                           f"not {len(b)}", field="overlay")
+    j_all = np.zeros(len(a), dtype=np.intp) if len(b) == 1 else np.arange(len(a))
+    both = ~shapely.is_missing(a) & ~shapely.is_missing(b[j_all])
+    i, j = np.flatnonzero(both), j_all[both]
+    alone = np.flatnonzero(~shapely.is_missing(a) & ~both)  # an input whose overlay feature is empty
+    none_i, none_j = np.full(len(i), -1), np.full(len(j), -1)
+    out: list[tuple] = []
+    try:
+        for kind in PIECES[op]:
+            if kind == "pairs":
+                out.append((shapely.intersection(a[i], b[j], grid_size=grid), i, j, i))
+            elif kind == "a_clip":
+                out.append((shapely.intersection(a[i], b[j], grid_size=grid), i, none_i, i))
+            elif kind == "a_rest":
+                out.append((shapely.difference(a[i], b[j], grid_size=grid), i, none_i, i))
+                out.append((_snap(a[alone], grid), alone, np.full(len(alone), -1), alone))
+            elif kind == "b_rest":
+                out.append((shapely.difference(b[j], a[i], grid_size=grid), none_j, j, i))
+            else:  # b_all
+                out.append((_snap(b[j], grid), none_j, j, i))
+    except shapely.errors.GEOSException as exc:
+        raise InvalidGeometry(f"overlay failed ({exc}); try a grid_size (snap rounding)") from exc
+    return out
 
 
 def _side_pieces(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import shapely
 from geopandas import GeoDataFrame, GeoSeries
 from pydantic import Field, ValidationInfo, field_validator
@@ -18,6 +20,7 @@ from geoservice.analysis.crs import (
     crs_label,
     get_transformer,
     parse_crs,
+    same_crs,
 )
 from geoservice.analysis.errors import (
     AnalysisInputError,
@@ -27,7 +30,7 @@ from geoservice.analysis.errors import (
     UnknownCRS,
     UnsupportedGeometryType,
 )
-from geoservice.analysis.params import InputRef, StrictModel
+from geoservice.analysis.params import StrictModel
 from geoservice.analysis.summary import geodesic_summary
 
 #: Coordinates transformed per PROJ call; progress is reported after each chunk.
@@ -37,9 +40,8 @@ _CRS_HELP = "EPSG code (4326 or 'EPSG:4326'), 'OGC:CRS84', another AUTHORITY:COD
 
 
 class ReprojectParams(StrictModel):
-    """Parameters of the ``reproject`` operation."""
+    """Settings of the ``reproject`` operation (a task adds its ``input`` layer and ``output_name``)."""
 
-    input: InputRef
     target_crs: str | int = Field(description=f"CRS to transform to: {_CRS_HELP}")
     source_crs: str | int | None = Field(
         default=None,
@@ -58,7 +60,6 @@ class ReprojectParams(StrictModel):
         "use the best available one instead (possibly a ballpark one, accurate only to tens or "
         "hundreds of metres) rather than failing. The result metadata records what was used.",
     )
-    output_name: str | None = Field(default=None, max_length=200, description="Name of the output dataset")
 
     @field_validator("target_crs", "source_crs", mode="before")
     @classmethod
@@ -237,3 +238,105 @@ def _short_label(crs: CRS) -> str:
     if len(label) <= 80:
         return label
     return crs.srs if len(crs.srs) <= 80 else (crs.name or "custom CRS")
+
+
+# --------------------------------------------------------------------------------------------------
+# One engine for every path that returns coordinates: reads, exports, previews, overlay alignment
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Reprojection:
+    """A transformation chosen once, as the ``reproject`` task chooses it, and applied to many batches.
+
+    Coordinates are x/y on both sides (longitude/latitude in degrees, easting/northing in CRS units).
+    ``transformer`` is None when source and target are the same CRS: applying it is an exact no-op.
+    ``transformation`` is what ``get_transformer`` says about it (None for the no-op), the same record a
+    ``reproject`` task keeps in its result metadata.
+    """
+
+    source: CRS
+    target: CRS
+    transformer: Transformer | None = None
+    transformation: dict[str, Any] | None = None
+
+
+def plan_reprojection(
+    source: CRS,
+    target: CRS,
+    *,
+    allow_ballpark: bool,
+    area_of_interest: tuple[float, float, float, float] | None,
+) -> Reprojection:
+    """Choose the transformation from ``source`` to ``target`` for x/y data in ``area_of_interest``.
+
+    Args:
+        source: CRS of the coordinates.
+        target: CRS to answer in.
+        allow_ballpark: use the best available operation when the best one needs a missing grid.
+        area_of_interest: ``(west, south, east, north)`` in degrees covering the data (see
+            ``area_of_interest`` / ``bounds_area_of_interest``), or None.
+
+    Returns:
+        The pinned choice (an exact no-op when ``same_crs(source, target)``).
+
+    Raises:
+        TransformationUnavailable: as ``get_transformer``.
+    """
+    if same_crs(source, target):
+        return Reprojection(source, target)
+    transformer, transformation = get_transformer(
+        source, target, always_xy=True, allow_ballpark=allow_ballpark, area_of_interest=area_of_interest
+    )
+    return Reprojection(source, target, transformer, transformation)
+
+
+def reproject_layer(
+    gdf: GeoDataFrame, target: CRS, *, allow_ballpark: bool, plan: Reprojection | None = None
+) -> tuple[GeoDataFrame, dict[str, Any] | None]:
+    """Transform ``gdf`` (x/y, its CRS set) to ``target`` with the pinned choice.
+
+    Args:
+        gdf: the layer, in its own CRS.
+        target: the CRS to answer in.
+        allow_ballpark: see ``plan_reprojection`` (unused when ``plan`` is given).
+        plan: a choice made once for many batches (e.g. from a dataset's stored extent); without one
+            the choice is made for the area ``gdf`` covers.
+
+    Returns:
+        The layer in ``target`` (same index and attributes; z transformed too) and the transformation
+        used (None when nothing was transformed).
+
+    Raises:
+        MissingCRS, TransformationUnavailable, AnalysisInputError (a coordinate outside the domain).
+    """
+    if gdf.crs is None:
+        raise MissingCRS("the layer has no CRS", field="crs")
+    source = CRS.from_user_input(gdf.crs)
+    if plan is None and len(gdf) and not same_crs(source, target):
+        coords = shapely.get_coordinates(np.asarray(gdf.geometry.values), include_z=True)
+        aoi = area_of_interest(coords, source)
+        plan = plan_reprojection(source, target, allow_ballpark=allow_ballpark, area_of_interest=aoi)
+    if plan is None or plan.transformer is None:  # nothing to transform
+        return gdf.set_crs(target, allow_override=True), None
+    geoms = reproject_geometries(np.asarray(gdf.geometry.values, dtype=object), plan, index=gdf.index)
+    out = gdf.copy()
+    out[gdf.geometry.name] = GeoSeries(geoms, index=gdf.index, crs=target)
+    return out.set_crs(target, allow_override=True), plan.transformation
+
+
+def reproject_geometries(geoms: np.ndarray, plan: Reprojection, *, index: Any = None) -> np.ndarray:
+    """Transform a geometry array with ``plan`` (x/y coordinates; a NaN z stays 2D).
+
+    The coordinates go through ``transform_coordinates`` with (N, 3) arrays, exactly as in ``reproject``,
+    so a read and a task that use the same operation give bit-identical coordinates.
+
+    Raises:
+        AnalysisInputError: a coordinate cannot be transformed; ``feature`` is its label in ``index``.
+    """
+    if plan.transformer is None:
+        return geoms
+    coords, owner = shapely.get_coordinates(geoms, include_z=True, return_index=True)
+    out = transform_coordinates(coords, plan.transformer)
+    labels = GeoDataFrame(index=index if index is not None else pd.RangeIndex(len(geoms)))
+    _check_finite_output(labels, coords, out, owner, slice(0, len(coords)), plan.source, plan.target)
+    return shapely.set_coordinates(geoms.copy(), out)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import shapely
 from geopandas import GeoDataFrame
-from pyproj import Geod
+from pyproj import CRS, Geod
 
 from geoservice.analysis.crs import CRS84, get_transformer
 from geoservice.analysis.errors import MissingCRS, TransformationUnavailable
@@ -41,9 +42,11 @@ def geodesic_summary(gdf: GeoDataFrame, *, always_xy: bool = True) -> dict[str, 
         the layer has polygons) and ``geodesic_length_m`` (metres, when it has lines), both on the
         WGS 84 ellipsoid, None if some coordinates cannot be brought to longitude/latitude.
     """
-    if gdf.crs is None:
+    series = gdf.geometry
+    crs = series.crs
+    if crs is None:
         raise MissingCRS("the layer has no CRS", field="input")
-    geoms = np.asarray(gdf.geometry.values, dtype=object)
+    geoms = np.asarray(series.values, dtype=object)
     summary: dict[str, Any] = {
         "feature_count": len(gdf),
         "extent": _extent(geoms),
@@ -56,14 +59,27 @@ def geodesic_summary(gdf: GeoDataFrame, *, always_xy: bool = True) -> dict[str, 
     if len(polygons) == 0 and len(lines) == 0:
         return summary
     try:
-        transformer = get_transformer(gdf.crs, CRS84, always_xy=always_xy, allow_ballpark=True)[0]
+        transformer = None if always_xy and _is_crs84(crs) else get_transformer(
+            crs, CRS84, always_xy=always_xy, allow_ballpark=True)[0]
     except TransformationUnavailable:  # e.g. an engineering CRS, with no link to the Earth
-        transformer = None
+        return {**summary, **({"geodesic_area_m2": None} if len(polygons) else {}),
+                **({"geodesic_length_m": None} if len(lines) else {})}
     if len(polygons):
-        summary["geodesic_area_m2"] = _area(polygons, transformer) if transformer else None
+        summary["geodesic_area_m2"] = _area(polygons, transformer)
     if len(lines):
-        summary["geodesic_length_m"] = _length(lines, transformer) if transformer else None
+        summary["geodesic_length_m"] = _length(lines, transformer)
     return summary
+
+
+@lru_cache(maxsize=64)
+def _crs84_like(srs: str) -> bool:
+    crs = CRS.from_user_input(srs)
+    return bool(crs.is_geographic) and crs.equals(CRS84, ignore_axis_order=True)
+
+
+def _is_crs84(crs: Any) -> bool:
+    """Whether x/y coordinates in ``crs`` are already WGS 84 longitude/latitude (EPSG:4326, OGC:CRS84)."""
+    return _crs84_like(getattr(crs, "srs", None) or str(crs))
 
 
 def _extent(geoms: np.ndarray) -> list[float] | None:
@@ -100,7 +116,8 @@ def _flat_parts(geoms: np.ndarray) -> np.ndarray:
 def _lonlat(geoms: np.ndarray, transformer: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     coords, index = shapely.get_coordinates(geoms, return_index=True)
     lon, lat = coords[:, 0].copy(), coords[:, 1].copy()
-    transformer.transform(lon, lat, inplace=True, errcheck=False)
+    if transformer is not None:  # None: the coordinates are WGS 84 lon/lat already
+        transformer.transform(lon, lat, inplace=True, errcheck=False)
     return lon, lat, index
 
 

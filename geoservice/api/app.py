@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import redis
 from fastapi import FastAPI
@@ -14,16 +15,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from geoservice import __version__
 from geoservice.agents.mcp_http import McpEndpoint, agent_layer
+from geoservice.agents.tool_runs import AgentRuntime
 from geoservice.api.errors import add_exception_handlers
 from geoservice.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from geoservice.api.routers import api_router, health
 from geoservice.api.routers import auth as auth_routes
 from geoservice.api.routers import supermap as supermap_routes
+from geoservice.api.schemas.tasks import task_create_schemas
 from geoservice.config import Settings, get_settings
 from geoservice.db.engine import make_engine, make_sessionmaker
 from geoservice.logging import configure_logging
 from geoservice.queue import CeleryTaskQueue, TaskQueue
-from geoservice.services.agent_tools import AgentRuntime
+from geoservice.services import analyses
 
 
 class State(TypedDict):
@@ -48,6 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queue = CeleryTaskQueue(settings)
         try:
             async with agent_layer(AgentRuntime(settings, factory, client, queue)) as mcp_sessions:
+                # Everything loaded at start-up (GeoPandas, pyproj, pydantic models: millions of objects) is
+                # kept out of the garbage collector's full passes, which otherwise cost every request.
+                gc.freeze()
                 yield State(settings=settings, engine=engine, sessionmaker=factory, redis=client, queue=queue,
                             mcp=mcp_sessions)
         finally:
@@ -69,4 +75,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_routes.iserver_router)
     app.include_router(supermap_routes.router)  # last: it ends with the /iserver catch-all
     app.add_route("/mcp", McpEndpoint(), include_in_schema=False)  # MCP streamable HTTP; API key (issue #7)
+    _document_task_bodies(app, settings)
     return app
+
+
+def _document_task_bodies(app: FastAPI, settings: Settings) -> None:
+    """Put ``TaskCreate`` for the registry in force (built-in operations and configured plugins) in the
+    OpenAPI document, where ``POST /api/v1/tasks`` refers to it."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                task_create_schemas(analyses.registry(settings.analysis_plugins)))
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]

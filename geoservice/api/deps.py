@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from geoservice import security
 from geoservice.config import Settings
-from geoservice.db.engine import transaction
+from geoservice.db.engine import read_only, transaction
 from geoservice.queue import TaskQueue, send_after_commit
 from geoservice.services import auth
 from geoservice.services.access import Principal, Unauthorized
@@ -30,9 +30,19 @@ def get_queue(request: Request) -> TaskQueue:
     return cast(TaskQueue, request.state.queue)
 
 
+#: Requests that only read: their transaction is read-only (``db.engine.read_only``).
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
 def get_session(request: Request) -> Iterator[Session]:
-    """Yield a session; commit when the handler succeeds, then run the after-commit hooks."""
+    """Yield a session; commit when the handler succeeds, then run the after-commit hooks.
+
+    GET and HEAD requests get a read-only transaction: a read never writes (the one exception, an API key's
+    ``last_used_at``, is written in a transaction of its own: ``get_principal``).
+    """
     with transaction(get_sessionmaker(request)) as session:
+        if request.method in READ_METHODS:
+            read_only(session)
         yield session
     # Enqueue only what the committed transaction created; a lost send is re-sent by the sweeper.
     send_after_commit(session, get_queue(request))
@@ -52,7 +62,11 @@ def get_principal(request: Request, session: Annotated[Session, Depends(get_sess
     if not credential:
         raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' or 'X-API-Key'")
     if security.api_key_prefix(credential) is not None:
-        return auth.principal_from_api_key(session, credential)
+        principal = auth.principal_from_api_key(session, credential)
+        if auth.api_key_use_due(principal):  # at most once a minute per key, in its own transaction
+            with get_sessionmaker(request).begin() as own:
+                auth.touch_api_key(own, principal)
+        return principal
     try:
         claims = security.decode_access_token(get_settings_dep(request), credential)
     except security.TokenError as exc:

@@ -24,8 +24,8 @@ from starlette.routing import Match
 
 from geoservice.api.errors import validation_body
 from geoservice.errors import GeoserviceError
+from geoservice.iserver.results import error_body
 from geoservice.logging import get_logger
-from geoservice.supermap.results import error_body
 
 log = get_logger(__name__)
 METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]

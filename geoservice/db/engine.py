@@ -8,10 +8,12 @@ from typing import Literal
 
 import orjson
 from psycopg.types.json import set_json_dumps, set_json_loads
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from geoservice.config import Settings
+
+READ_ONLY = "geoservice.read_only"
 
 # JSONB columns are read and written with orjson everywhere (5-10x faster than the stdlib).
 set_json_dumps(orjson.dumps)
@@ -47,3 +49,24 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def read_only(session: Session) -> None:
+    """Make ``session``'s transaction read-only (call before its first statement).
+
+    PostgreSQL then refuses any write in it (``BEGIN READ ONLY``), and a flush of pending ORM changes fails
+    here first with a clear message. The API opens one for every GET and HEAD request: reads never write.
+    """
+    session.info[READ_ONLY] = True
+    session.connection(execution_options={"postgresql_readonly": True})
+
+
+class ReadOnlyViolation(RuntimeError):
+    """A read-only session (a GET request) tried to write: a bug in the code, never the client's fault."""
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_writes(session: Session, _context: object, _instances: object) -> None:
+    if session.info.get(READ_ONLY) and (session.new or session.dirty or session.deleted):
+        changed = sorted({type(o).__name__ for o in (*session.new, *session.dirty, *session.deleted)})
+        raise ReadOnlyViolation(f"a read-only request tried to write {', '.join(changed)}")

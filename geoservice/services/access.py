@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import ColumnElement, exists, or_, select, true
 from sqlalchemy.orm import Session
@@ -28,6 +29,8 @@ class Principal:
     roles: frozenset[str] = field(default_factory=frozenset)
     is_superuser: bool = False
     via: str = "token"  # "token" | "api_key" | "iserver_token" | "internal"
+    #: With ``via="api_key"``: the key's credential id and when it was last used (as read at authentication).
+    api_key: tuple[uuid.UUID, datetime | None] | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_admin(self) -> bool:

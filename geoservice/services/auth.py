@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -216,6 +216,7 @@ def create_api_key(session: Session, principal: Principal, *, name: str, roles: 
 
 
 def principal_from_api_key(session: Session, key: str) -> Principal:
+    """The principal of an API key (reads only; ``touch_api_key`` records its use)."""
     if security.api_key_prefix(key) is None:
         raise Unauthorized("malformed API key")
     cred = session.execute(select(UserCredential).where(
@@ -228,22 +229,53 @@ def principal_from_api_key(session: Session, key: str) -> Principal:
     user = session.get(User, cred.user_id)
     if user is None or not user.is_active:
         raise Unauthorized("user is inactive")
-    cred.last_used_at = func.now()
     roles = roles_of(session, user.id) & frozenset(cred.scopes or [])
-    return Principal(user.id, user.username, roles, user.is_superuser and "admin" in roles, via="api_key")
+    return Principal(user.id, user.username, roles, user.is_superuser and "admin" in roles, via="api_key",
+                     api_key=(cred.id, cred.last_used_at))
+
+
+#: ``last_used_at`` of an API key is written at most this often (it is the one write a read request makes).
+API_KEY_USE_RESOLUTION_S = 60
+
+
+def api_key_use_due(principal: Principal) -> bool:
+    """Whether the key's ``last_used_at`` is older than the resolution (so this use should be recorded)."""
+    if principal.api_key is None:
+        return False
+    last = principal.api_key[1]
+    return last is None or (datetime.now(UTC) - last).total_seconds() >= API_KEY_USE_RESOLUTION_S
+
+
+def touch_api_key(session: Session, principal: Principal) -> None:
+    """Record the key's use (a compare-and-set, so concurrent requests write it once per resolution)."""
+    if principal.api_key is None:
+        return
+    session.execute(update(UserCredential).where(
+        UserCredential.id == principal.api_key[0],
+        (UserCredential.last_used_at.is_(None)) | (UserCredential.last_used_at < func.now() - timedelta(
+            seconds=API_KEY_USE_RESOLUTION_S))).values(last_used_at=func.now()))
+
+
+_PRINCIPAL = text("""
+SELECT u.username, u.is_active, u.is_superuser,
+       coalesce(array_agg(r.name) FILTER (WHERE r.name IS NOT NULL), '{}') AS roles
+  FROM users u LEFT JOIN user_roles ur ON ur.user_id = u.id LEFT JOIN roles r ON r.id = ur.role_id
+ WHERE u.id = :id GROUP BY u.id
+""")
 
 
 def principal_for_user(session: Session, user_id: uuid.UUID, via: str = "token",
                        scopes: tuple[str, ...] | None = None) -> Principal:
-    user = session.get(User, user_id)
-    if user is None or not user.is_active:
+    """The principal of an active user, with their roles (one query: every request authenticates)."""
+    row = session.execute(_PRINCIPAL, {"id": user_id}).one_or_none()
+    if row is None or not row.is_active:
         raise Unauthorized("user is inactive or unknown")
-    roles = roles_of(session, user.id)
-    superuser = user.is_superuser
+    roles = frozenset(row.roles)
+    superuser = row.is_superuser
     if scopes is not None:  # narrowed below admin: no superuser powers either (as for API keys)
         roles = roles & frozenset(scopes)
         superuser = superuser and "admin" in roles
-    return Principal(user.id, user.username, roles, superuser, via=via)
+    return Principal(user_id, row.username, roles, superuser, via=via)
 
 
 def revoke_api_key(session: Session, principal: Principal, key_id: uuid.UUID) -> None:

@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 import shapely
 from geopandas import GeoDataFrame
-from pyproj import CRS, Transformer
+from pyproj import CRS
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from geoservice.analysis.crs import parse_crs
-from geoservice.analysis.errors import EmptyInput
+from geoservice.analysis.crs import bounds_area_of_interest, get_transformer, parse_crs, same_crs, transform_bounds
+from geoservice.analysis.errors import EmptyInput, TransformationUnavailable
+from geoservice.analysis.reproject import Reprojection, plan_reprojection, reproject_layer
 from geoservice.analysis.validation import geometry_family, validate_geometries
 from geoservice.db import gis_io
 from geoservice.db.models import Dataset, DatasetShare, User
@@ -26,6 +27,11 @@ from geoservice.errors import Conflict, InvalidInput, NotFound
 from geoservice.services.access import Forbidden, Principal, can_change, can_read_dataset
 
 CRS84 = CRS.from_user_input("OGC:CRS84")
+
+#: What a refused read tells the caller to do (a task's message says to set allow_ballpark instead).
+READ_REMEDY = ("this read asked for the most accurate transformation only (allow_ballpark=false): drop it to use "
+               "the best available one, which the response names, or use crs=native (bbox-crs=native for a bbox) "
+               "to work in the stored coordinates")
 
 
 @dataclass
@@ -107,10 +113,15 @@ def _feature_ids(gdf: GeoDataFrame) -> tuple[GeoDataFrame, np.ndarray | None]:
 
 
 def _bounds_crs84(crs: CRS, bounds: list[float] | None) -> list[float] | None:
+    """The lon/lat box of ``bounds`` (in ``crs``), for display only: a ballpark operation is good enough."""
     if bounds is None or same_crs(crs, CRS84):
         return bounds
-    transformer = transformer_for(crs.to_wkt(), CRS84.to_wkt())
-    return [float(v) for v in transformer.transform_bounds(*bounds, densify_pts=21)]
+    aoi = bounds_area_of_interest(bounds, crs)
+    try:
+        transformer, _ = get_transformer(crs, CRS84, always_xy=True, allow_ballpark=True, area_of_interest=aoi)
+    except TransformationUnavailable:  # e.g. an engineering CRS: no link to the Earth
+        return None
+    return transform_bounds(bounds, transformer, CRS84)
 
 
 def infer_fields(gdf: GeoDataFrame) -> list[dict[str, str]]:
@@ -181,32 +192,57 @@ def output_crs(dataset: Dataset, requested: str | None) -> CRS:
     return parse_crs(requested, field="crs")
 
 
-@lru_cache(maxsize=256)
-def transformer_for(src_wkt: str, dst_wkt: str) -> Transformer:
-    """Return a cached lon/lat-ordered transformer between two CRSs."""
-    return Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), always_xy=True)
+def extent_area_of_interest(dataset: Dataset) -> tuple[float, float, float, float] | None:
+    """The lon/lat area of interest (degrees) of the dataset's stored extent, None when it has none."""
+    return bounds_area_of_interest(dataset.extent, dataset_crs(dataset))
 
 
-def same_crs(a: CRS, b: CRS) -> bool:
-    if a == b:
-        return True
-    # EPSG:4326 as stored by PostGIS is lon/lat: the same numbers as CRS84.
-    pair = {a.to_string(), b.to_string()}
-    return pair <= {"EPSG:4326", "OGC:CRS84"}
+def reprojection(source: CRS, target: CRS, *, allow_ballpark: bool,
+                 area_of_interest: tuple[float, float, float, float] | None) -> Reprojection:
+    """Choose the transformation of a read as a ``reproject`` task would (x/y on both sides).
+
+    Raises:
+        TransformationUnavailable: the best operation needs a missing grid and ``allow_ballpark`` is
+            false (422, naming the grid and what to pass instead).
+    """
+    try:
+        return plan_reprojection(source, target, allow_ballpark=allow_ballpark, area_of_interest=area_of_interest)
+    except TransformationUnavailable as exc:
+        raise _read_refusal(exc) from None
 
 
-def to_crs(gdf: GeoDataFrame, target: CRS) -> GeoDataFrame:
-    """Reproject (lon/lat order for geographic CRSs); an exact no-op when the CRS is unchanged."""
-    source = CRS.from_user_input(gdf.crs)
-    if same_crs(source, target):
-        return gdf.set_crs(target, allow_override=True)
-    transformer = transformer_for(source.to_wkt(), target.to_wkt())
-    geoms = shapely.transform(np.asarray(gdf.geometry.array), lambda xy: np.column_stack(
-        transformer.transform(xy[:, 0], xy[:, 1])
-    ))
-    out = gdf.copy()
-    out[gdf.geometry.name] = geoms
-    return out.set_crs(target, allow_override=True)
+def read_reprojection(dataset: Dataset, target: CRS, *, allow_ballpark: bool) -> Reprojection:
+    """Choose once, from the dataset's stored extent, the transformation a read or export applies."""
+    native = dataset_crs(dataset)
+    if same_crs(native, target):
+        return Reprojection(native, target)
+    return reprojection(native, target, allow_ballpark=allow_ballpark,
+                        area_of_interest=extent_area_of_interest(dataset))
+
+
+def _read_refusal(exc: TransformationUnavailable) -> TransformationUnavailable:
+    """The task's error, with the remedy a reader has (query parameters instead of task parameters)."""
+    base, _, remedy = exc.detail.rpartition("; ")
+    if exc.extra.get("grids") and remedy.startswith("install them"):  # a grid is missing, no ballpark asked
+        return TransformationUnavailable(f"{base}; {READ_REMEDY}", field="allow_ballpark", extra=exc.extra)
+    field = "crs" if exc.field == "target_crs" else exc.field
+    return TransformationUnavailable(f"{exc.detail}; use crs=native to read the stored coordinates", field=field,
+                                     extra=exc.extra)
+
+
+def to_crs(gdf: GeoDataFrame, target: CRS, *, allow_ballpark: bool = False,
+           plan: Reprojection | None = None) -> GeoDataFrame:
+    """Reproject x/y ``gdf`` with the pinned choice (``plan``, else one for the area it covers).
+
+    An exact no-op when the CRS is unchanged (EPSG:4326 as stored by PostGIS is OGC:CRS84).
+
+    Raises:
+        TransformationUnavailable: see ``reprojection``.
+    """
+    try:
+        return reproject_layer(gdf, target, allow_ballpark=allow_ballpark, plan=plan)[0]
+    except TransformationUnavailable as exc:
+        raise _read_refusal(exc) from None
 
 
 def shared_with(session: Session, dataset: Dataset) -> list[User]:

@@ -15,9 +15,10 @@ import orjson
 from psycopg import sql
 from pyproj import CRS
 
+from geoservice.analysis.crs import bounds_area_of_interest, same_crs, transform_bounds
 from geoservice.db.models import Dataset
 from geoservice.errors import InvalidInput
-from geoservice.services.datasets import same_crs, transformer_for
+from geoservice.services.datasets import reprojection
 
 _FILTER = re.compile(r"^\s*([^=!<>~]+?)\s*(=|!=|<=|>=|<|>|~)\s*(.*?)\s*$", re.S)
 _SQL_OPS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
@@ -86,9 +87,34 @@ def parse_bbox(raw: str) -> list[float]:
     return values
 
 
-def bbox_to_native(bbox: list[float], bbox_crs: CRS, native: CRS) -> list[float]:
-    """Transform a bbox to the dataset's CRS (densified edges, so curved edges are covered)."""
+def bbox_to_native(bbox: list[float], bbox_crs: CRS, native: CRS, *, allow_ballpark: bool = False,
+                   area_of_interest: tuple[float, float, float, float] | None = None) -> list[float]:
+    """Transform a query bbox to the dataset's CRS with the pinned choice (densified edges).
+
+    Args:
+        bbox: ``[minx, miny, maxx, maxy]`` in ``bbox_crs`` (x/y order).
+        bbox_crs: CRS of ``bbox``.
+        native: the dataset's CRS.
+        allow_ballpark: as for the read itself.
+        area_of_interest: lon/lat degrees where the operation must be valid (the dataset's stored extent,
+            so the bbox and the features answered use the same operation); default: the bbox itself.
+
+    Returns:
+        The bbox in ``native``; on lon/lat data, a box crossing the antimeridian becomes the full longitude
+        range (a superset: ST_MakeEnvelope cannot express a crossing box).
+
+    Raises:
+        TransformationUnavailable: the best operation needs a missing grid and ``allow_ballpark`` is false.
+        InvalidInput: the bbox cannot be transformed to the dataset's CRS.
+    """
     if same_crs(bbox_crs, native):
         return bbox
-    transformer = transformer_for(bbox_crs.to_wkt(), native.to_wkt())
-    return [float(v) for v in transformer.transform_bounds(*bbox, densify_pts=21)]
+    aoi = area_of_interest or bounds_area_of_interest(bbox, bbox_crs)
+    plan = reprojection(bbox_crs, native, allow_ballpark=allow_ballpark, area_of_interest=aoi)
+    box = transform_bounds(bbox, plan.transformer, native) if plan.transformer is not None else bbox
+    if box is None:
+        raise InvalidInput("bbox: cannot be transformed to the dataset's CRS (outside its area of use)",
+                           field="bbox")
+    if box[0] > box[2]:
+        box[0], box[2] = -180.0, 180.0
+    return box

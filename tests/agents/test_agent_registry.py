@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from geoservice.agents.service import sync_tools
 from geoservice.agents.tools import distances_require_units, tool_specs
 from geoservice.agents.validation import validate_args
 from geoservice.analysis.buffer import BufferParams
 from geoservice.db.engine import make_engine, make_sessionmaker, transaction
 from geoservice.errors import InvalidInput
-from geoservice.services.agents import sync_tools
 from geoservice.services.operations import operations
 from tests.conftest import authed_client
 
@@ -36,10 +36,11 @@ def test_every_operation_and_read_tool_is_a_tool() -> None:
 
 def test_agent_schemas_come_from_the_params_models_and_require_units() -> None:
     schema = specs()["buffer"].input_schema
-    assert set(schema["properties"]) == set(BufferParams.model_fields)
+    # the operation's settings, plus what the request adds: its input layer and output name
+    assert set(schema["properties"]) == set(BufferParams.model_fields) | {"input", "output_name"}
     distance = schema["properties"]["distance"]
     assert distance["type"] == "object" and set(distance["required"]) == {"value", "unit"}
-    assert set(distance["properties"]["unit"]["enum"]) == {"m", "km", "mi", "ft", "nmi", "degrees"}
+    assert set(distance["properties"]["unit"]["enum"]) == {"m", "km", "mi", "ft", "nmi", "degrees", "crs"}
     assert schema["additionalProperties"] is False and "unit" not in schema["properties"]
     assert all(distances_require_units(s.input_schema) for s in specs().values())
     assert not distances_require_units({"properties": {"distance": {"type": "number"}}})
@@ -77,7 +78,7 @@ def test_rules_of_the_params_model_apply_too() -> None:
 
 def test_the_rest_api_keeps_its_flat_form_but_agents_do_not() -> None:
     args = {"input": {"dataset_id": str(uuid.uuid4())}, "distance": 500, "unit": "m"}
-    assert BufferParams.model_validate(args).distance.metres() == 500
+    assert specs()["buffer"].params_model.model_validate(args).distance.metres() == 500  # type: ignore[attr-defined]
     assert _refused("buffer", args).field == "distance"
     nested = {"input": args["input"], "distance": {"value": 500, "unit": "m"}}
     assert validate_args(specs()["buffer"], nested).distance.metres() == 500  # type: ignore[attr-defined]

@@ -18,11 +18,10 @@ from geoservice.errors import InvalidInput
 
 GEOD = Geod(ellps="WGS84")
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_data" / "countries.geojson"
-INPUT = {"dataset_id": "00000000-0000-0000-0000-000000000001"}
 
 
 def params(**kw: object) -> BufferParams:
-    return BufferParams.model_validate({"input": INPUT, **kw})
+    return BufferParams.model_validate(kw)
 
 
 def polygon_area(r: float, quad_segs: int = 8) -> float:

@@ -13,11 +13,9 @@ from geoservice.analysis.errors import EmptyInput, MissingCRS, UnsupportedGeomet
 from geoservice.analysis.overlay import OverlayParams, keep_dimension, overlay, overlay_planar
 from geoservice.errors import InvalidInput
 
-REF = {"dataset_id": "00000000-0000-0000-0000-000000000001"}
-
 
 def params(operation: str, **kw: object) -> OverlayParams:
-    return OverlayParams.model_validate({"input": REF, "overlay": REF, "operation": operation, **kw})
+    return OverlayParams.model_validate({"operation": operation, **kw})
 
 
 def run(operation: str, a: gpd.GeoDataFrame | None = None, b: gpd.GeoDataFrame | None = None, **kw: object):

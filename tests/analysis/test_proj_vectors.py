@@ -528,7 +528,6 @@ def compare(
 # CRS pairs through reproject()
 # --------------------------------------------------------------------------------------------------
 
-_INPUT = {"geojson": {"type": "FeatureCollection", "features": []}}
 
 
 @cache
@@ -557,7 +556,7 @@ def transform_crs_pair(
     if authority_order_is_yx(src_crs):
         x, y = y, x  # geometries are stored x/y; reproject(always_xy=False) reads them back
     params = rp.ReprojectParams(
-        input=_INPUT, source_crs=src, target_crs=dst, always_xy=False, allow_ballpark=allow_ballpark
+        source_crs=src, target_crs=dst, always_xy=False, allow_ballpark=allow_ballpark
     )
     gdf = gpd.GeoDataFrame(geometry=[shapely.Point(x, y, z)])
     try:

@@ -34,12 +34,11 @@ from geoservice.analysis.errors import (
 from geoservice.analysis.reproject import ReprojectParams, reproject, transform_coordinates
 from geoservice.analysis.summary import geodesic_summary
 
-INPUT = {"dataset_id": "00000000-0000-0000-0000-000000000001"}
 ORTHO = "+proj=ortho +lat_0=0 +lon_0=0 +datum=WGS84"
 
 
 def params(**kw: object) -> ReprojectParams:
-    return ReprojectParams.model_validate({"input": INPUT, **kw})
+    return ReprojectParams.model_validate(kw)
 
 
 def layer(geoms: list, crs: object = 4326, **cols: list) -> gpd.GeoDataFrame:

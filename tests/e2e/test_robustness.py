@@ -157,16 +157,16 @@ def test_soft_time_limit_fails_with_reason(database_url, pg):
 def test_sweeper_sends_tasks_that_never_reached_the_broker(database_url, pg):
     with isolated(database_url, start=False) as (client, _w, env, settings):
         from geoservice.db.engine import make_engine, make_sessionmaker, transaction
-        from geoservice.services import tasks as service
+        from geoservice.services import analyses
         from geoservice.services.auth import principal_for_user
 
         me = client.get("/api/v1/users/me").json()["id"]
         engine = make_engine(settings, "cli")
         with transaction(make_sessionmaker(engine)) as session:  # committed, never sent
             principal = principal_for_user(session, uuid.UUID(me))
-            task = service.submit(session, settings, principal, name="lost", description=None,
-                                  analysis_type="reproject",
-                                  parameters={"input": {"geojson": POINTS}, "target_crs": 3857})
+            prepared = analyses.prepare(session, principal, "reproject", {"input": {"geojson": POINTS},
+                                                                          "target_crs": 3857}, plugins="")
+            task = analyses.submit(session, settings, principal, prepared, name="lost", description=None)
             task_id = str(task.id)
         engine.dispose()
         pg.execute("UPDATE analysis_tasks SET created_at = now() - interval '1 minute' WHERE id = %s", (task_id,))

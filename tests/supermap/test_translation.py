@@ -8,12 +8,12 @@ from shapely.geometry import MultiPolygon, Polygon, box
 
 from geoservice.db.models import Dataset
 from geoservice.errors import BadRequest
+from geoservice.iserver.decode import from_supermap
+from geoservice.iserver.geometry import to_supermap
 from geoservice.services.selection import compile_where
 from geoservice.supermap.analyst import parse_buffer_setting
-from geoservice.supermap.decode import from_supermap
 from geoservice.supermap.filters import parse_filter
-from geoservice.supermap.geometry import to_supermap
-from geoservice.supermap.inline import geometry_buffer
+from geoservice.supermap.inline import answer, geometry_buffer
 from geoservice.supermap.parse import parse_body, unescape
 from tests.supermap.geoms import HOLED, TWO_PARTS, sm_points
 
@@ -152,26 +152,23 @@ def test_buffer_settings():
 def test_point_buffer_vertex_count_follows_semicircle_segments():
     body = {"sourceGeometry": {"type": "POINT", "points": [{"x": 0, "y": 0}]},
             "analystParameter": {"leftDistance": {"value": 1}, "semicircleLineSegment": 7}}
-    result = geometry_buffer(body, honour_radius_unit=False).result
+    result = answer(geometry_buffer(body, honour_radius_unit=False))
     assert result["resultGeometry"]["parts"] == [4 * 4 + 1]  # ceil(7 / 2) = 4 segments per quarter circle
     assert result["resultGeometry"]["prjCoordSys"] is None
 
 
 def test_task_states_as_iserver_answers():
-    from types import SimpleNamespace
-
     from geoservice.db.models import AnalysisTask
-    from geoservice.services.supermap import view
+    from geoservice.supermap.service import view
 
-    session = SimpleNamespace(flush=lambda: None)
-    running = view(session, AnalysisTask(status="running", progress=40, phase="computing"))
+    running = view(AnalysisTask(status="running", progress=40, phase="computing"))
     assert running.status == 202 and running.body["state"] == {"runState": "RUNNING", "progress": 40.0,
                                                                 "phase": "computing"}
     user_error = AnalysisTask(status="failed", error_code="EmptyInput", error_message="the input has no features")
-    answer = view(session, user_error)
+    answer = view(user_error)
     assert (answer.status, answer.body) == (400, {"succeed": False, "error": {"code": 400,
                                                                          "errorMsg": "the input has no features"}})
-    assert user_error.supermap_result == answer.body  # recorded: what is served for the task
-    crashed = view(session, AnalysisTask(status="failed", error_code="InternalError", error_message="boom"))
+    assert user_error.supermap_result is None  # reading never writes: the failure recorded it (state owner)
+    crashed = view(AnalysisTask(status="failed", error_code="InternalError", error_message="boom"))
     assert crashed.status == 500 and crashed.body["error"]["code"] == 500
-    assert view(session, AnalysisTask(status="dismissed")).status == 410
+    assert view(AnalysisTask(status="dismissed")).status == 410

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from geoservice.agents import service
 from geoservice.agents.tools import openai_function
 from geoservice.api.deps import CurrentUser, SessionDep, SessionmakerDep, SettingsDep, get_principal, get_sessionmaker
 from geoservice.api.schemas.agents import (
@@ -26,7 +27,6 @@ from geoservice.api.schemas.common import Page
 from geoservice.db.models import AgentSession
 from geoservice.db.repositories import agents as repo
 from geoservice.errors import InvalidInput
-from geoservice.services import agents as service
 from geoservice.services.access import Principal
 
 router = APIRouter(prefix="/agent", tags=["agents"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from geoservice.analysis.reproject import Reprojection
 from geoservice.api.deps import CurrentUser, RequestInfoDep, SessionDep, SessionmakerDep, SettingsDep
 from geoservice.api.schemas.common import Page
 from geoservice.api.schemas.datasets import DatasetCreated, DatasetRead, DatasetUpdate, ShareCreate, ShareRead
@@ -32,6 +34,12 @@ from geoservice.services import features as fq
 from geoservice.services.access import dataset_visible
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+AllowBallpark = Annotated[bool, Query(description=(
+    "When the most accurate transformation to 'crs' (or from 'bbox-crs') needs a grid file that is not "
+    "installed: true (the default for reads) uses the best available one, and the Geoservice-Transformation* "
+    "headers and the GeoJSON 'transformation' member name it, with its accuracy and the missing grids; false "
+    "refuses with 422 naming the grid, as a reproject task does by default."))]
 
 
 def _read(request: Request, dataset: Dataset) -> DatasetRead:
@@ -230,19 +238,26 @@ def get_features(
     properties: Annotated[str | None, Query(description="comma-separated property names to return")] = None,
     filter: Annotated[list[str] | None, Query(description="field=value, field>value, field~text (AND)")] = None,
     crs: Annotated[str | None, Query(description="output CRS: EPSG code, 'native', WKT; default CRS84")] = None,
+    allow_ballpark: AllowBallpark = True,
 ) -> Response:
-    """Return features as a GeoJSON FeatureCollection (CRS84 unless ``crs`` says otherwise)."""
+    """Return features as a GeoJSON FeatureCollection (CRS84 unless ``crs`` says otherwise).
+
+    Coordinates are transformed as a ``reproject`` task would (one operation for the dataset's stored
+    extent); the operation is named in the ``Geoservice-Transformation*`` headers and the
+    ``transformation`` member.
+    """
     dataset = service.get_dataset(session, dataset_id, principal)
     if offset is not None and cursor is not None:
         raise InvalidInput("cursor: use either offset or cursor, not both", field="cursor")
     limit = min(limit or settings.page_size_default, settings.page_size_max)
     native = service.dataset_crs(dataset)
-    target = service.output_crs(dataset, crs)
+    plan = service.read_reprojection(dataset, service.output_crs(dataset, crs), allow_ballpark=allow_ballpark)
     query = fq.FeatureQuery()
     if bbox is not None:
         box = fq.parse_bbox(bbox)
         box_crs = service.CRS84 if bbox_crs is None else service.output_crs(dataset, bbox_crs)
-        fq.add_bbox(query, dataset, fq.bbox_to_native(box, box_crs, native))
+        fq.add_bbox(query, dataset, fq.bbox_to_native(box, box_crs, native, allow_ballpark=allow_ballpark,
+                                                      area_of_interest=service.extent_area_of_interest(dataset)))
     fq.add_filters(query, dataset, filter or [])
     if cursor is not None:
         query.where.append(sql.SQL("fid > %(cursor)s"))
@@ -254,11 +269,12 @@ def get_features(
                                      order_limit=order)
     more = len(fids) > limit
     gdf, fids = gdf.iloc[:limit], fids[:limit]
-    gdf = service.to_crs(gdf[[*selected, gdf.geometry.name]], target)
+    gdf = service.to_crs(gdf[[*selected, gdf.geometry.name]], plan.target, plan=plan)
     links = _feature_links(request, more, fids, limit, offset, cursor)
-    members = {"numberReturned": len(fids), "links": links}
-    body = b"".join(writers.stream_geojson([(gdf, fids)], crs_member=_crs_member(target), extra_members=members))
-    return Response(body, media_type="application/geo+json")
+    members = {"numberReturned": len(fids), "links": links, **_transformation_member(plan)}
+    body = b"".join(writers.stream_geojson([(gdf, fids)], crs_member=_crs_member(plan.target),
+                                           extra_members=members))
+    return Response(body, media_type="application/geo+json", headers=_transformation_headers(plan))
 
 
 def _select_properties(dataset: Dataset, properties: str | None) -> list[str]:
@@ -285,6 +301,33 @@ def _feature_links(request: Request, more: bool, fids: list[int], limit: int, of
     return links
 
 
+def _transformation_member(plan: Reprojection) -> dict[str, Any]:
+    """The ``transformation`` foreign member (as a task's result metadata records it), if one was applied."""
+    return {} if plan.transformation is None else {"transformation": plan.transformation}
+
+
+def _transformation_headers(plan: Reprojection) -> dict[str, str]:
+    """Name the transformation applied: PROJ's description, accuracy in metres (or unknown), pipeline."""
+    info = plan.transformation
+    if info is None:
+        return {}
+    accuracy = info["accuracy_m"]
+    headers = {
+        "Geoservice-Transformation": _header_text(info["description"]),
+        "Geoservice-Transformation-Accuracy": "unknown" if accuracy is None else format(accuracy, "g"),
+        "Geoservice-Transformation-Pipeline": _header_text(info["pipeline"]),
+    }
+    if info["grids_missing"]:  # allow_ballpark was used: the best operation needs these grids
+        headers["Geoservice-Transformation-Grids-Missing"] = _header_text(", ".join(info["grids_missing"]))
+    return headers
+
+
+def _header_text(text: str) -> str:
+    # Header values are ASCII here: PROJ names may carry accents; control characters would split headers.
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return " ".join(ascii_text.split())
+
+
 def _crs_member(target: Any) -> dict[str, Any] | None:
     """RFC 7946 has no crs member; for a non-CRS84 answer we name the CRS the old (2008) way."""
     if service.same_crs(target, service.CRS84):
@@ -301,8 +344,13 @@ def export_dataset(
     settings: SettingsDep,
     format: Annotated[str, Query(description="geojson, geojsonseq, gpkg, shp (zipped), fgb")] = "geojson",
     crs: Annotated[str | None, Query(description="default: CRS84 for GeoJSON, native for files")] = None,
+    allow_ballpark: AllowBallpark = True,
 ) -> Response:
-    """Export a whole dataset, streamed in batches so memory stays bounded."""
+    """Export a whole dataset, streamed in batches so memory stays bounded.
+
+    The transformation to ``crs`` is chosen once, from the dataset's stored extent, and every batch uses
+    it; it is named in the ``Geoservice-Transformation*`` headers.
+    """
     dataset = service.get_dataset(session, dataset_id, principal)
     if format not in writers.EXPORT_FORMATS:
         raise InvalidInput(f"format: unknown export format {format!r}; use one of {sorted(writers.EXPORT_FORMATS)}",
@@ -310,12 +358,15 @@ def export_dataset(
     media_type, ext = writers.EXPORT_FORMATS[format]
     geojson = format in {"geojson", "geojsonseq"}
     target = service.output_crs(dataset, crs if crs is not None or geojson else "native")
+    plan = service.read_reprojection(dataset, target, allow_ballpark=allow_ballpark)
     filename = f"{dataset.name}{ext}"
-    headers = {"Content-Disposition": f'attachment; filename="{_safe_filename(filename)}"'}
-    batches = _batches(factory, dataset, target, settings.export_batch_size)
+    headers = {"Content-Disposition": f'attachment; filename="{_safe_filename(filename)}"',
+               **_transformation_headers(plan)}
+    batches = _batches(factory, dataset, plan, settings.export_batch_size)
     if format == "geojson":
+        members = {"name": dataset.name, **_transformation_member(plan)}
         return StreamingResponse(writers.stream_geojson(batches, crs_member=_crs_member(target),
-                                                        extra_members={"name": dataset.name}),
+                                                        extra_members=members),
                                  media_type=media_type, headers=headers)
     if format == "geojsonseq":
         return StreamingResponse(writers.stream_geojsonseq(batches), media_type=media_type, headers=headers)
@@ -329,12 +380,12 @@ def export_dataset(
                         background=BackgroundTask(shutil.rmtree, workdir, ignore_errors=True))
 
 
-def _batches(factory: Any, dataset: Dataset, target: Any, batch_size: int) -> Iterator[tuple[Any, list[int]]]:
-    native = service.dataset_crs(dataset)
+def _batches(factory: Any, dataset: Dataset, plan: Reprojection, batch_size: int
+             ) -> Iterator[tuple[Any, list[int]]]:
     with transaction(factory) as session:
-        for gdf, fids in gis_io.iter_feature_batches(session, dataset.id, native, dataset.fields,
+        for gdf, fids in gis_io.iter_feature_batches(session, dataset.id, plan.source, dataset.fields,
                                                      batch_size=batch_size):
-            yield service.to_crs(gdf, target), fids
+            yield service.to_crs(gdf, plan.target, plan=plan), fids
 
 
 def _safe_filename(name: str) -> str:

@@ -11,8 +11,6 @@ shared/reference/supermap-rest.md for the shapes and geoservice/supermap/ for th
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -24,15 +22,15 @@ from starlette.concurrency import run_in_threadpool
 from geoservice.api.deps import CurrentUser, SessionDep, SessionmakerDep, SettingsDep
 from geoservice.api.supermap_http import METHODS, OrjsonResponse, SupermapRoute, catch_all, error_response
 from geoservice.config import Settings
-from geoservice.db.engine import transaction
 from geoservice.db.models import AnalysisTask
 from geoservice.errors import NotFound
-from geoservice.services import supermap as service
-from geoservice.services import supermap_datasets
+from geoservice.iserver.results import create_child, error_body
+from geoservice.services import analyses
 from geoservice.services.access import Principal
+from geoservice.supermap import datasets as supermap_datasets
 from geoservice.supermap import inline
+from geoservice.supermap import service as service
 from geoservice.supermap.parse import parse_body
-from geoservice.supermap.results import create_child, error_body
 
 router = APIRouter(route_class=SupermapRoute, tags=["supermap"])
 SERVICE = "/iserver/services/{service}"
@@ -77,19 +75,19 @@ async def _body(request: Request) -> Any:
 # --- inline analyses (computed here, recorded as successful tasks) -------------------------------------
 
 async def _inline(request: Request, service_name: str, root: str, resource: str, principal: Principal,
-                  session: Session, compute: Callable[[Any], inline.Outcome], *, content: bool,
-                  asynchronous: bool) -> Response:
+                  session: Session, settings: Settings, translate: Callable[[Any], inline.GeometryRun], *,
+                  content: bool, asynchronous: bool) -> Response:
     body = await _body(request)
     record = service.request_record(service_name, resource, dict(request.query_params), body)
 
-    def work() -> tuple[inline.Outcome, uuid.UUID]:
-        outcome = compute(body)
+    def work() -> tuple[Any, uuid.UUID]:
         # The session dependency commits before the response is sent (nothing is written on an error).
-        return outcome, service.record_inline(session, principal, outcome, record).id
+        done = service.run_geometry(session, settings, principal, translate(body), record)
+        return done.supermap_result, done.task_id
 
-    outcome, task_id = await run_in_threadpool(work)
+    result, task_id = await run_in_threadpool(work)
     if content and not asynchronous:
-        return OrjsonResponse(outcome.result)
+        return OrjsonResponse(result)
     location = _location(request, service_name, root, resource, str(task_id))
     return OrjsonResponse(create_child(str(task_id), location), status_code=201, headers={"Location": location})
 
@@ -104,40 +102,42 @@ async def geometry_buffer(request: Request, service: str, principal: CurrentUser
     """Buffer a geometry. The distance is in the geometry's CRS units (degrees for EPSG:4326), as in iServer,
     unless ``honourRadiusUnit=true`` (or the ``supermap_honour_radius_unit`` setting)."""
     honour_unit = settings.supermap_honour_radius_unit if honour is None else honour
-    return await _inline(request, service, "restjsr/spatialanalyst", "geometry/buffer", principal, session,
+    return await _inline(request, service, "restjsr/spatialanalyst", "geometry/buffer", principal, session, settings,
                          lambda body: inline.geometry_buffer(body, honour_radius_unit=honour_unit),
                          content=return_content, asynchronous=asynchronous_return)
 
 
 async def geometry_overlay(request: Request, service: str, principal: CurrentUser, session: SessionDep,
-                           return_content: ReturnContent = False, asynchronous_return: AsyncReturn = False
-                           ) -> Response:
+                           settings: SettingsDep, return_content: ReturnContent = False,
+                           asynchronous_return: AsyncReturn = False) -> Response:
     """Overlay two geometries: CLIP, ERASE, IDENTITY, INTERSECT, UNION, UPDATE or XOR."""
-    return await _inline(request, service, "restjsr/spatialanalyst", "geometry/overlay", principal, session,
+    return await _inline(request, service, "restjsr/spatialanalyst", "geometry/overlay", principal, session, settings,
                          inline.geometry_overlay, content=return_content, asynchronous=asynchronous_return)
 
 
 async def geometry_overlay_batch(request: Request, service: str, principal: CurrentUser, session: SessionDep,
-                                 return_content: ReturnContent = False, asynchronous_return: AsyncReturn = False,
+                                 settings: SettingsDep, return_content: ReturnContent = False,
+                                 asynchronous_return: AsyncReturn = False,
                                  ignore: Annotated[bool, Query(alias="ignoreAnalystParam")] = False) -> Response:
     """Overlay pairs of geometries; the result is an array."""
     return await _inline(request, service, "restjsr/spatialanalyst", "geometry/overlay/batch", principal, session,
+                         settings,
                          lambda body: inline.geometry_overlay_batch(body, ignore_analyst_param=ignore),
                          content=return_content, asynchronous=asynchronous_return)
 
 
 async def data_coordtransfer(request: Request, service: str, principal: CurrentUser, session: SessionDep,
-                             return_content: ReturnContent = False, asynchronous_return: AsyncReturn = False
-                             ) -> Response:
+                             settings: SettingsDep, return_content: ReturnContent = False,
+                             asynchronous_return: AsyncReturn = False) -> Response:
     """Data service coordinate transfer: creates a ``coordtransferResult`` child (or returns it)."""
-    return await _inline(request, service, "rest", "data/coordtransfer", principal, session, inline.coordtransfer,
-                         content=return_content, asynchronous=asynchronous_return)
+    return await _inline(request, service, "rest", "data/coordtransfer", principal, session, settings,
+                         inline.coordtransfer, content=return_content, asynchronous=asynchronous_return)
 
 
 async def geometry_coordtransfer(request: Request, service: str, principal: CurrentUser,
-                                 session: SessionDep) -> Response:
+                                 session: SessionDep, settings: SettingsDep) -> Response:
     """Geometry service coordinate transfer: returns the transformed geometries."""
-    return await _inline(request, service, "restjsr/v1", "geometry/coordtransfer", principal, session,
+    return await _inline(request, service, "restjsr/v1", "geometry/coordtransfer", principal, session, settings,
                          inline.coordtransfer, content=True, asynchronous=False)
 
 
@@ -159,7 +159,7 @@ async def _dataset(request: Request, service_name: str, dataset: str, kind: str,
         return OrjsonResponse(child, status_code=201, headers={"Location": location})
     # The session dependency commits (and enqueues) when this returns; the answer waits after that, so
     # no database connection is held while the task runs.
-    return TaskAnswer(factory, task.id, wait_s, content=content, child=child, location=location)
+    return TaskAnswer(factory, principal, task.id, wait_s, content=content, child=child, location=location)
 
 
 class TaskAnswer(Response):
@@ -170,10 +170,10 @@ class TaskAnswer(Response):
     CreateChild would be taken for the result by the iClient).
     """
 
-    def __init__(self, factory: sessionmaker[Session], task_id: uuid.UUID, wait_s: float, *, content: bool,
-                 child: dict[str, Any], location: str) -> None:
+    def __init__(self, factory: sessionmaker[Session], principal: Principal, task_id: uuid.UUID, wait_s: float, *,
+                 content: bool, child: dict[str, Any], location: str) -> None:
         super().__init__(status_code=201, headers={"Location": location})
-        self.factory, self.task_id, self.wait_s = factory, task_id, wait_s
+        self.factory, self.principal, self.task_id, self.wait_s = factory, principal, task_id, wait_s
         self.content, self.child, self.location = content, child, location
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -187,7 +187,7 @@ class TaskAnswer(Response):
         await response(scope, receive, send)
 
     async def _decide(self) -> Response:
-        answer = await _wait(self.factory, self.task_id, self.wait_s)
+        answer = await _wait(self.factory, self.principal, self.task_id, self.wait_s)
         if answer is None and self.content:
             message = (f"the analysis did not finish within {self.wait_s:g} s; it goes on as task {self.task_id}: "
                        f"GET {self.location}")
@@ -197,25 +197,17 @@ class TaskAnswer(Response):
         return OrjsonResponse(self.child, status_code=201, headers={"Location": self.location})
 
 
-async def _wait(factory: sessionmaker[Session], task_id: uuid.UUID, wait_s: float) -> service.View | None:
-    """Poll the task row until it is final (then its answer) or ``wait_s`` passes (None)."""
-    deadline = time.monotonic() + wait_s
-    delay = 0.05
-    while True:
-        answer = await run_in_threadpool(_final_view, factory, task_id)
-        remaining = deadline - time.monotonic()
-        if answer is not None or remaining <= 0:
-            return answer
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 1.5, 0.5)
+async def _wait(factory: sessionmaker[Session], principal: Principal, task_id: uuid.UUID,
+                wait_s: float) -> service.View | None:
+    """The task's answer once it is final, or None when ``wait_s`` passes first."""
+    if await analyses.wait_final(factory, principal, task_id, timeout=wait_s) is None:
+        return None
+    return await run_in_threadpool(_final_view, factory, principal, task_id)
 
 
-def _final_view(factory: sessionmaker[Session], task_id: uuid.UUID) -> service.View | None:
-    with transaction(factory) as session:
-        task = session.get(AnalysisTask, task_id)
-        if task is None or task.status not in service.FINAL:
-            return None
-        return service.view(session, task)
+def _final_view(factory: sessionmaker[Session], principal: Principal, task_id: uuid.UUID) -> service.View:
+    with factory() as session:
+        return service.view(analyses.get_task(session, task_id, principal))
 
 
 async def dataset_buffer(request: Request, service: str, dataset: str, principal: CurrentUser, session: SessionDep,
@@ -250,7 +242,7 @@ def _child(resource: Callable[[dict[str, str]], str]) -> Callable[..., Any]:
             task = service.find_task(session, principal, result_id, wanted)
             if task is None:
                 raise NotFound(f"the result {result_id} of {wanted} does not exist")
-            return service.view(session, task)  # may build the final result: committed by the dependency
+            return service.view(task)
 
         answer = await run_in_threadpool(work)
         return OrjsonResponse(answer.body, status_code=answer.status)

@@ -1,30 +1,32 @@
-"""Task routes: submit, read, list, results, cancel, and a server-sent event stream of progress."""
+"""Task routes: submit, read, list, results, cancel, and a server-sent event stream of progress.
+
+An adapter over ``services.analyses``: it parses the request, calls the service and renders ``TaskRead``.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
+import anyio
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
 from geoservice.api.deps import CurrentUser, RequestInfoDep, SessionDep, SessionmakerDep, SettingsDep
 from geoservice.api.schemas.common import Page
-from geoservice.api.schemas.tasks import ResultRead, TaskCreate, TaskRead, TaskResults
+from geoservice.api.schemas.tasks import TASK_CREATE_SCHEMA, ResultRead, TaskEnvelope, TaskRead, TaskResults, task_body
 from geoservice.db.models import AnalysisTask, TaskStatus
-from geoservice.db.models.task import FINAL_STATUSES
-from geoservice.db.repositories import tasks as repo
 from geoservice.errors import Conflict
+from geoservice.services import analyses
 from geoservice.services import auth as auth_service
-from geoservice.services import tasks as service
 from geoservice.services.access import Principal
+from geoservice.services.analyses.follow import read_snapshot
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
+KEEP_ALIVE_S = 15.0
 
 
 def _read(request: Request, task: AnalysisTask) -> TaskRead:
@@ -36,12 +38,18 @@ def _read(request: Request, task: AnalysisTask) -> TaskRead:
     return out
 
 
-@router.post("", status_code=202, response_model=TaskRead)
-def submit_task(body: TaskCreate, request: Request, response: Response, session: SessionDep,
-                settings: SettingsDep, principal: CurrentUser, info: RequestInfoDep) -> TaskRead:
-    """Submit an analysis; it runs on a worker. Poll ``Location`` or stream ``.../events``."""
-    task = service.submit(session, settings, principal, name=body.name, description=body.description,
-                          analysis_type=body.analysis_type, parameters=body.parameters)
+@router.post("", status_code=202, response_model=TaskRead, openapi_extra={"requestBody": {
+    "required": True, "content": {"application/json": {"schema": {"$ref": TASK_CREATE_SCHEMA}}}}})
+def submit_task(request: Request, response: Response, session: SessionDep, settings: SettingsDep,
+                principal: CurrentUser, info: RequestInfoDep,
+                body: Annotated[TaskEnvelope, Depends(task_body)]) -> TaskRead:  # after CurrentUser: 401 first
+    """Submit an analysis; it runs on a worker. Poll ``Location`` or stream ``.../events``.
+
+    The body is a ``TaskCreate``: ``analysis_type`` selects the operation and the schema of ``parameters``.
+    """
+    prepared = analyses.prepare(session, principal, body.analysis_type, body.parameters,
+                                plugins=settings.analysis_plugins)
+    task = analyses.submit(session, settings, principal, prepared, name=body.name, description=body.description)
     auth_service.log_activity(session, "task_submitted", info, principal.user_id, task_id=str(task.id))
     out = _read(request, task)
     response.headers["Location"] = out.links["self"]
@@ -62,11 +70,8 @@ def list_tasks(
 ) -> Page[TaskRead]:
     """List your tasks, newest first, optionally by status and type."""
     limit = min(limit or settings.page_size_default, settings.page_size_max)
-    if scope == "all":
-        principal.require_admin()
-    owner = None if scope == "all" else principal.user_id
-    rows, total = repo.list_page(session, owner, status=status, analysis_type=analysis_type, limit=limit,
-                                 offset=offset)
+    rows, total = analyses.list_tasks(session, principal, everyone=scope == "all", status=status,
+                                      analysis_type=analysis_type, limit=limit, offset=offset)
     links = {}
     if offset + limit < total:
         links["next"] = str(request.url.include_query_params(limit=limit, offset=offset + limit))
@@ -77,28 +82,28 @@ def list_tasks(
 @router.get("/{task_id}", response_model=TaskRead, name="get_task")
 def get_task(request: Request, task_id: uuid.UUID, session: SessionDep, principal: CurrentUser) -> TaskRead:
     """Status, progress (0-100), phase, timestamps and error of one task."""
-    return _read(request, service.get_task(session, task_id, principal))
+    return _read(request, analyses.get_task(session, task_id, principal))
 
 
 @router.get("/{task_id}/results", response_model=TaskResults)
 def get_results(request: Request, task_id: uuid.UUID, session: SessionDep, principal: CurrentUser) -> TaskResults:
     """The task's ``analysis_results`` rows, with links to the result dataset."""
-    task = service.get_task(session, task_id, principal)
+    found = analyses.result(session, principal, task_id)
     results = []
-    for row in repo.results_for(session, task.id):
+    for row in found.rows:
         item = ResultRead.model_validate(row)
         if row.dataset_id:
             ds = str(request.url_for("get_dataset", dataset_id=str(row.dataset_id)))
             item.links = {"dataset": ds, "features": f"{ds}/features", "export": f"{ds}/export?format=geojson"}
         results.append(item)
-    return TaskResults(task=_read(request, task), results=results)
+    return TaskResults(task=_read(request, found.task), results=results)
 
 
 @router.post("/{task_id}/cancel", response_model=TaskRead)
 def cancel_task(request: Request, task_id: uuid.UUID, session: SessionDep, principal: CurrentUser,
                 info: RequestInfoDep) -> TaskRead:
     """Dismiss a task: an accepted one never starts, a running one is stopped and stores nothing."""
-    task, previous = service.cancel(session, task_id, principal)
+    task, previous = analyses.cancel(session, task_id, principal)
     if previous is not None:
         auth_service.log_activity(session, "task_cancelled", info, principal.user_id, task_id=str(task_id))
     if previous is None and task.status != TaskStatus.dismissed:
@@ -112,37 +117,20 @@ async def task_events(
     interval: Annotated[float, Query(ge=0.1, le=10)] = 0.5,
 ) -> StreamingResponse:
     """Server-sent events: a ``progress`` event whenever status/progress/phase change, then ``final``."""
-    await run_in_threadpool(_snapshot, factory, task_id, principal)  # 404 before the stream starts
+    await anyio.to_thread.run_sync(read_snapshot, factory, principal, task_id)  # 404 before the stream starts
     return StreamingResponse(_events(request, factory, task_id, principal, interval), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _snapshot(factory: sessionmaker[Session], task_id: uuid.UUID, principal: Principal) -> dict[str, Any]:
-    with factory() as session:
-        task = service.get_task(session, task_id, principal)
-        return {"id": str(task.id), "status": task.status, "progress": float(task.progress), "phase": task.phase,
-                "error_message": task.error_message, "updated_at": task.updated_at.isoformat()}
-
-
 async def _events(request: Request, factory: sessionmaker[Session], task_id: uuid.UUID, principal: Principal,
                   interval: float) -> AsyncIterator[bytes]:
-    last: tuple[Any, ...] | None = None
     seq = 0
-    idle = 0.0
-    while not await request.is_disconnected():
-        snap = await run_in_threadpool(_snapshot, factory, task_id, principal)
-        key = (snap["status"], snap["progress"], snap["phase"])
-        final = snap["status"] in FINAL_STATUSES
-        if key != last:
-            seq += 1
-            last = key
-            kind = "final" if final else "progress"
-            yield f"id: {seq}\nevent: {kind}\ndata: ".encode() + orjson.dumps(snap) + b"\n\n"
-            idle = 0.0
-        if final:
+    async for snap in analyses.follow(factory, principal, task_id, interval=interval, heartbeat=KEEP_ALIVE_S):
+        if await request.is_disconnected():
             return
-        idle += interval
-        if idle >= 15:
-            idle = 0.0
+        if snap is None:
             yield b": keep-alive\n\n"
-        await asyncio.sleep(interval)
+            continue
+        seq += 1
+        kind = "final" if snap.final else "progress"
+        yield f"id: {seq}\nevent: {kind}\ndata: ".encode() + orjson.dumps(snap.as_dict()) + b"\n\n"

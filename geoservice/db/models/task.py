@@ -25,14 +25,16 @@ class TaskStatus(StrEnum):
     dismissed = "dismissed"
 
 
+#: A task in a final status never changes again; the others are still to run or running.
 FINAL_STATUSES = frozenset({TaskStatus.successful, TaskStatus.failed, TaskStatus.dismissed})
+ACTIVE_STATUSES = frozenset(TaskStatus) - FINAL_STATUSES
 
 
 class AnalysisTask(UUIDPk, Timestamps, Base):
     __tablename__ = "analysis_tasks"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('accepted','running','successful','failed','dismissed')", name="status_valid"
+            "status IN ({})".format(",".join(f"'{s.value}'" for s in TaskStatus)), name="status_valid"
         ),
         CheckConstraint("progress >= 0 AND progress <= 100", name="progress_range"),
         Index(

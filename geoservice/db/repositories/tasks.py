@@ -1,9 +1,15 @@
-"""Task state transitions in SQL. Every transition is a compare-and-set on the row.
+"""The one owner of ``analysis_tasks`` state: every transition is a compare-and-set on the row.
 
-A worker *claims* a task (``accepted``, or ``running`` with an expired lease, or held by a dead
-process on this host) by taking a lease under a fresh owner token and incrementing ``attempts``.
-Progress, lease renewal and the final write are all conditional on still holding that token, so a
-stale attempt can never overwrite a newer one.
+Nothing else writes a task's status, progress, lease, ``enqueued_at`` or ``supermap_result``. Transitions:
+
+    accept ──> mark_enqueued ──> claim ──> (renew_lease, write_progress)* ──> succeed | fail
+    accept ──> dismiss                    claim ──> dismiss / fail / (lease expiry) claim again
+    record_inline: an analysis computed in the API process, inserted already successful
+
+A worker *claims* a task (``accepted``, or ``running`` with an expired lease, or held by a dead process on
+this host) by taking a lease under a fresh owner token and incrementing ``attempts``. Progress, lease
+renewal and the final write are all conditional on still holding that token, so a stale attempt can never
+overwrite a newer one. Final statuses (``FINAL_STATUSES``) are never left. Reads here never write.
 """
 
 from __future__ import annotations
@@ -13,10 +19,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, text
+import orjson
+from sqlalchemy import Row, func, select, text
 from sqlalchemy.orm import Session
 
 from geoservice.db.models import AnalysisResult, AnalysisTask
+from geoservice.db.models.task import ACTIVE_STATUSES, TaskStatus
+from geoservice.iserver.payloads import dismissed_result, failure_result
+
+ACCEPTED, RUNNING, SUCCESSFUL = TaskStatus.accepted.value, TaskStatus.running.value, TaskStatus.successful.value
+FAILED, DISMISSED = TaskStatus.failed.value, TaskStatus.dismissed.value
+_ACTIVE = ", ".join(f"'{s}'" for s in sorted(ACTIVE_STATUSES))
+# A task with an equivalent SuperMap request records the iServer body of its outcome too.
+
+
+def _supermap_outcome(table: str = "") -> str:
+    """SET clause: the iServer body ``:smr`` of the outcome, for a task with an iServer request (a JSONB
+    column given None holds JSON null, not SQL NULL: both mean "no request")."""
+    return (f"supermap_result = CASE WHEN coalesce(jsonb_typeof({table}supermap_request), 'null') = 'null' "
+            f"THEN {table}supermap_result ELSE CAST(:smr AS jsonb) END")
 
 
 @dataclass(frozen=True)
@@ -29,24 +50,90 @@ class Claim:
     parameters: dict[str, Any]
     created_by: uuid.UUID
     name: str
+    supermap_request: dict[str, Any] | None
 
 
-_CLAIM = text("""
+# --- creating tasks ------------------------------------------------------------------------------------
+
+def accept(session: Session, **values: Any) -> AnalysisTask:
+    """Insert a task ``accepted`` (to be sent to the workers once the transaction commits)."""
+    task = AnalysisTask(**values, status=ACCEPTED, progress=0, phase=ACCEPTED)
+    session.add(task)
+    session.flush()
+    return task
+
+
+_RECORD_INLINE = text(f"""
+WITH task AS (
+    INSERT INTO analysis_tasks (id, name, description, analysis_type, parameters, status, progress, phase, attempts,
+                                max_attempts, queue, created_by, started_at, completed_at, supermap_request,
+                                supermap_result, result_dataset_id)
+    VALUES (:id, :name, :description, :analysis_type, CAST(:parameters AS jsonb), '{SUCCESSFUL}', 100, '{SUCCESSFUL}',
+            1, :max_attempts, :queue, :created_by, :started_at, clock_timestamp(), CAST(:supermap_request AS jsonb),
+            CAST(:supermap_result AS jsonb), :result_dataset_id)
+    RETURNING id)
+INSERT INTO analysis_results (task_id, result_type, data, result_metadata, dataset_id)
+SELECT id, :result_type, CAST(:data AS jsonb), CAST(:result_metadata AS jsonb), :result_dataset_id FROM task
+""")
+
+
+@dataclass(frozen=True)
+class InlineRecord:
+    """What ``record_inline`` stores: the task row's values, and its one result row."""
+
+    id: uuid.UUID
+    name: str
+    description: str | None
+    analysis_type: str
+    parameters: dict[str, Any]
+    created_by: uuid.UUID
+    max_attempts: int
+    queue: str
+    started_at: Any
+    supermap_request: Any
+    supermap_result: Any
+    result_dataset_id: uuid.UUID | None
+    result_type: str
+    data: dict[str, Any]
+    result_metadata: dict[str, Any]
+
+
+def record_inline(session: Session, record: InlineRecord) -> None:
+    """Insert an analysis computed in the calling process, already ``successful``, with its result row (one
+    statement: an in-process run pays one round trip for its record)."""
+    values = {name: getattr(record, name) for name in record.__dataclass_fields__}
+    for key in ("parameters", "supermap_request", "supermap_result", "data", "result_metadata"):
+        values[key] = _json(values[key], default=str)
+    session.execute(_RECORD_INLINE, values)
+
+
+def mark_enqueued(session: Session, task_ids: Sequence[uuid.UUID]) -> int:
+    """Record that these tasks reached the broker (only while they are still to run)."""
+    if not task_ids:
+        return 0
+    result = session.execute(text(f"UPDATE analysis_tasks SET enqueued_at = now() "
+                                  f"WHERE id = ANY(:ids) AND status IN ({_ACTIVE})"), {"ids": list(task_ids)})
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# --- running them --------------------------------------------------------------------------------------
+
+_CLAIM = text(f"""
 UPDATE analysis_tasks
-   SET status = 'running', attempts = attempts + 1, lease_owner = :owner,
+   SET status = '{RUNNING}', attempts = attempts + 1, lease_owner = :owner,
        lease_expires_at = now() + make_interval(secs => :lease), started_at = coalesce(started_at, now()),
        phase = 'starting', updated_at = now(), error_message = NULL, error_code = NULL
  WHERE id = :id AND cancel_requested_at IS NULL
-   AND (status = 'accepted'
-        OR (status = 'running' AND (lease_expires_at < now() OR lease_owner = ANY(:dead_owners))))
-RETURNING attempts, max_attempts, analysis_type, parameters, created_by, name
+   AND (status = '{ACCEPTED}'
+        OR (status = '{RUNNING}' AND (lease_expires_at < now() OR lease_owner = ANY(:dead_owners))))
+RETURNING attempts, max_attempts, analysis_type, parameters, created_by, name, supermap_request
 """)
 
 
 def current_lease_owner(session: Session, task_id: uuid.UUID) -> str | None:
     """Return who holds a running task's lease (None when the task is not running)."""
     return session.execute(
-        text("SELECT lease_owner FROM analysis_tasks WHERE id = :id AND status = 'running'"), {"id": task_id}
+        text(f"SELECT lease_owner FROM analysis_tasks WHERE id = :id AND status = '{RUNNING}'"), {"id": task_id}
     ).scalar()
 
 
@@ -58,14 +145,14 @@ def claim(session: Session, task_id: uuid.UUID, owner: str, lease_s: int, dead_o
     if row is None:
         return None
     return Claim(task_id, owner, row.attempts, row.max_attempts, row.analysis_type, row.parameters,
-                 row.created_by, row.name)
+                 row.created_by, row.name, row.supermap_request)
 
 
 def renew_lease(session: Session, task_id: uuid.UUID, owner: str, lease_s: int) -> bool:
     """Extend the lease; False when the lease was lost or the task was cancelled."""
     row = session.execute(
         text("UPDATE analysis_tasks SET lease_expires_at = now() + make_interval(secs => :lease) "
-             "WHERE id = :id AND lease_owner = :owner AND status = 'running' RETURNING 1"),
+             f"WHERE id = :id AND lease_owner = :owner AND status = '{RUNNING}' RETURNING 1"),
         {"id": task_id, "owner": owner, "lease": lease_s},
     ).one_or_none()
     return row is not None
@@ -75,7 +162,7 @@ def write_progress(session: Session, task_id: uuid.UUID, owner: str, progress: f
     """Record progress (0-100) and phase while holding the lease."""
     row = session.execute(
         text("UPDATE analysis_tasks SET progress = :p, phase = :phase, updated_at = now() "
-             "WHERE id = :id AND lease_owner = :owner AND status = 'running' RETURNING 1"),
+             f"WHERE id = :id AND lease_owner = :owner AND status = '{RUNNING}' RETURNING 1"),
         {"id": task_id, "owner": owner, "p": round(min(max(progress, 0.0), 100.0), 2), "phase": phase},
     ).one_or_none()
     return row is not None
@@ -85,38 +172,73 @@ def lock_if_holding(session: Session, task_id: uuid.UUID, owner: str) -> Analysi
     """Lock the task row for the final write, if ``owner`` still holds a running lease on it."""
     return session.execute(
         select(AnalysisTask)
-        .where(AnalysisTask.id == task_id, AnalysisTask.lease_owner == owner, AnalysisTask.status == "running")
+        .where(AnalysisTask.id == task_id, AnalysisTask.lease_owner == owner, AnalysisTask.status == RUNNING)
         .with_for_update()
     ).scalar_one_or_none()
 
 
-def finish(session: Session, task: AnalysisTask, status: str, *, error_message: str | None = None,
-           error_code: str | None = None) -> None:
-    """Move a locked task to a final status and drop its lease."""
-    task.status = status
-    # clock_timestamp(), not now(): now() is the start of the storing transaction.
-    task.completed_at = func.clock_timestamp()
-    task.lease_owner = None
-    task.lease_expires_at = None
-    task.phase = status
-    if status == "successful":
-        task.progress = 100  # type: ignore[assignment]
-    task.error_message = error_message
-    task.error_code = error_code
-    session.flush()
+# --- ending them ---------------------------------------------------------------------------------------
 
-
-def fail_if_holding(session: Session, task_id: uuid.UUID, owner: str | None, message: str, code: str) -> bool:
-    """Mark the task failed when ``owner`` (or, with None, anyone) still holds it running."""
+def succeed(session: Session, task_id: uuid.UUID, owner: str, *, result_dataset_id: uuid.UUID | None,
+            supermap_result: Any) -> bool:
+    """Mark the task ``successful`` with its result, if ``owner`` still holds it (lock it first:
+    ``lock_if_holding``)."""
     row = session.execute(
-        text("UPDATE analysis_tasks SET status = 'failed', error_message = :m, error_code = :c, phase = 'failed', "
-             "completed_at = now(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL "
-             "WHERE id = :id AND status IN ('running', 'accepted') AND (CAST(:owner AS text) IS NULL "
-             "OR lease_owner = :owner) RETURNING 1"),
-        {"id": task_id, "owner": owner, "m": message, "c": code},
+        text(f"UPDATE analysis_tasks SET status = '{SUCCESSFUL}', phase = '{SUCCESSFUL}', progress = 100, "
+             "completed_at = clock_timestamp(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL, "
+             "error_message = NULL, error_code = NULL, result_dataset_id = :ds, " + _supermap_outcome() + " "
+             f"WHERE id = :id AND lease_owner = :owner AND status = '{RUNNING}' RETURNING 1"),
+        {"id": task_id, "owner": owner, "ds": result_dataset_id, "smr": _json(supermap_result)},
+    ).one_or_none()
+    session.expire_all()
+    return row is not None
+
+
+def fail(session: Session, task_id: uuid.UUID, message: str, code: str, *, owner: str | None = None) -> bool:
+    """Mark the task ``failed`` when ``owner`` (or, with None, anyone) still holds it, or it never started."""
+    row = session.execute(
+        text(f"UPDATE analysis_tasks SET status = '{FAILED}', error_message = :m, error_code = :c, "
+             f"phase = '{FAILED}', completed_at = clock_timestamp(), updated_at = now(), lease_owner = NULL, "
+             "lease_expires_at = NULL, " + _supermap_outcome() + " "
+             f"WHERE id = :id AND status IN ({_ACTIVE}) AND (CAST(:owner AS text) IS NULL OR lease_owner = :owner) "
+             "RETURNING 1"),
+        {"id": task_id, "owner": owner, "m": message, "c": code, "smr": _json(failure_result(code, message))},
     ).one_or_none()
     return row is not None
 
+
+def dismiss(session: Session, task_id: uuid.UUID) -> str | None:
+    """Dismiss an accepted or running task; return the status it had (None if it was already final)."""
+    row = session.execute(
+        text(f"UPDATE analysis_tasks t SET status = '{DISMISSED}', cancel_requested_at = now(), "
+             f"phase = '{DISMISSED}', completed_at = clock_timestamp(), updated_at = now(), lease_owner = NULL, "
+             "lease_expires_at = NULL, " + _supermap_outcome("t.") + " "
+             "FROM (SELECT id, status FROM analysis_tasks WHERE id = :id FOR UPDATE) old "
+             f"WHERE t.id = old.id AND old.status IN ({_ACTIVE}) RETURNING old.status"),
+        {"id": task_id, "smr": _json(dismissed_result())},
+    ).one_or_none()
+    return None if row is None else str(row[0])
+
+
+def fail_exhausted(session: Session, queue: str) -> int:
+    """Fail running tasks of ``queue`` whose lease expired on their last allowed attempt."""
+    rows = session.execute(
+        text(f"SELECT id, attempts FROM analysis_tasks WHERE queue = :q AND status = '{RUNNING}' "
+             "AND lease_expires_at < now() AND attempts >= max_attempts FOR UPDATE SKIP LOCKED"),
+        {"q": queue},
+    ).all()
+    for task_id, attempts in rows:
+        fail(session, task_id, f"gave up after {attempts} attempts: the worker running it was lost each time",
+             "MaxAttemptsExceeded")
+    return len(rows)
+
+
+def _json(value: Any, default: Any = None) -> str | None:
+    return None if value is None else orjson.dumps(value, default=default,
+                                                   option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+# --- results and reads ---------------------------------------------------------------------------------
 
 def add_result(session: Session, **values: Any) -> AnalysisResult:
     result = AnalysisResult(**values)
@@ -129,6 +251,19 @@ def results_for(session: Session, task_id: uuid.UUID) -> Sequence[AnalysisResult
     return session.execute(
         select(AnalysisResult).where(AnalysisResult.task_id == task_id).order_by(AnalysisResult.created_at)
     ).scalars().all()
+
+
+def get(session: Session, task_id: uuid.UUID) -> AnalysisTask | None:
+    return session.get(AnalysisTask, task_id)
+
+
+def snapshot(session: Session, task_id: uuid.UUID) -> Row[Any] | None:
+    """The fields a follower of the task watches (one small query)."""
+    return session.execute(
+        select(AnalysisTask.id, AnalysisTask.created_by, AnalysisTask.status, AnalysisTask.progress,
+               AnalysisTask.phase, AnalysisTask.error_code, AnalysisTask.error_message,
+               AnalysisTask.result_dataset_id, AnalysisTask.updated_at).where(AnalysisTask.id == task_id)
+    ).one_or_none()
 
 
 def list_page(session: Session, owner_id: uuid.UUID | None, *, status: str | None, analysis_type: str | None,
@@ -146,18 +281,6 @@ def list_page(session: Session, owner_id: uuid.UUID | None, *, status: str | Non
     return rows.scalars().all(), int(total)
 
 
-def cancel(session: Session, task_id: uuid.UUID) -> str | None:
-    """Dismiss an accepted or running task; return the status it had (None if it was already final)."""
-    row = session.execute(
-        text("UPDATE analysis_tasks t SET status = 'dismissed', cancel_requested_at = now(), phase = 'dismissed', "
-             "completed_at = now(), updated_at = now(), lease_owner = NULL, lease_expires_at = NULL "
-             "FROM (SELECT id, status FROM analysis_tasks WHERE id = :id FOR UPDATE) old "
-             "WHERE t.id = old.id AND old.status IN ('accepted', 'running') RETURNING old.status"),
-        {"id": task_id},
-    ).one_or_none()
-    return None if row is None else str(row[0])
-
-
 def sweep_candidates(session: Session, queue: str, accepted_grace_s: int, limit: int = 500
                      ) -> list[tuple[uuid.UUID, str]]:
     """Tasks of ``queue`` to (re-)send: accepted but not sent within the grace period (or sent that long
@@ -165,20 +288,8 @@ def sweep_candidates(session: Session, queue: str, accepted_grace_s: int, limit:
     rows = session.execute(
         text("SELECT id, status FROM analysis_tasks WHERE queue = :q AND "
              "coalesce(enqueued_at, created_at) < now() - make_interval(secs => :g) AND "
-             "(status = 'accepted' OR (status = 'running' AND lease_expires_at < now())) "
+             f"(status = '{ACCEPTED}' OR (status = '{RUNNING}' AND lease_expires_at < now())) "
              "ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED"),
         {"q": queue, "g": accepted_grace_s, "limit": limit},
     ).all()
     return [(r[0], r[1]) for r in rows]
-
-
-def fail_exhausted(session: Session, queue: str) -> int:
-    """Fail running tasks of ``queue`` whose lease expired on their last allowed attempt."""
-    result = session.execute(
-        text("UPDATE analysis_tasks SET status = 'failed', phase = 'failed', completed_at = now(), updated_at = now(), "
-             "error_code = 'MaxAttemptsExceeded', error_message = 'gave up after ' || attempts || "
-             "' attempts: the worker running it was lost each time', lease_owner = NULL, lease_expires_at = NULL "
-             "WHERE queue = :q AND status = 'running' AND lease_expires_at < now() AND attempts >= max_attempts"),
-        {"q": queue},
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]

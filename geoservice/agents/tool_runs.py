@@ -1,7 +1,8 @@
 """What each agent tool does: the read tools, and analyses run in-process or submitted as tasks.
 
-Every path checks access the way the REST API does (datasets through ``services.datasets.get_dataset``, tasks
-through ``services.tasks.get_task``), so an agent never sees another user's objects.
+Analyses go through ``services.analyses`` like every other front door (prepared, run in-process or
+submitted, read back); this module only decides which and shapes the answer for a context window. Access is
+checked the way the REST API does it, so an agent never sees another user's objects.
 """
 
 from __future__ import annotations
@@ -14,28 +15,21 @@ from typing import Any
 
 import orjson
 import redis
-from geopandas import GeoDataFrame
 from psycopg import sql
 from sqlalchemy import and_
 from sqlalchemy.orm import Session, sessionmaker
 
 from geoservice.agents import shaping
 from geoservice.agents.tools import ListDatasetsArgs, QueryFeaturesArgs, TaskArgs
-from geoservice.analysis.base import AnalysisOutput, no_progress
-from geoservice.analysis.params import InputRef
-from geoservice.analysis.registry import Operation
 from geoservice.config import Settings
 from geoservice.db import gis_io
-from geoservice.db.engine import transaction
 from geoservice.db.models import AnalysisTask, Dataset
 from geoservice.db.repositories import datasets as dataset_repo
-from geoservice.db.repositories import tasks as task_repo
 from geoservice.errors import GeoserviceError, InvalidInput
 from geoservice.queue import TaskQueue
+from geoservice.services import analyses
 from geoservice.services import datasets as dataset_service
 from geoservice.services import features as fq
-from geoservice.services import inputs
-from geoservice.services import tasks as task_service
 from geoservice.services.access import Principal, dataset_visible
 
 #: Result datasets up to this many features are read whole to shape them; larger ones only their head.
@@ -97,7 +91,9 @@ def _query_features(rt: AgentRuntime, session: Session, principal: Principal, p:
         box = fq.parse_bbox(",".join(repr(v) for v in p.bbox))
         with _as_field("bbox_crs"):
             box_crs = dataset_service.output_crs(dataset, p.bbox_crs)
-        fq.add_bbox(query, dataset, fq.bbox_to_native(box, box_crs, native))
+        fq.add_bbox(query, dataset, fq.bbox_to_native(
+            box, box_crs, native, allow_ballpark=True,
+            area_of_interest=dataset_service.extent_area_of_interest(dataset)))
     with _as_field("filters"):
         fq.add_filters(query, dataset, [_filter_expression(f) for f in p.filters])
     names = [f["name"] for f in dataset.fields]
@@ -143,7 +139,7 @@ def task_summary(task: AnalysisTask) -> dict[str, Any]:
 
 
 def _task_status(_rt: AgentRuntime, session: Session, principal: Principal, p: TaskArgs) -> dict[str, Any]:
-    return task_summary(task_service.get_task(session, p.task_id, principal))
+    return task_summary(analyses.get_task(session, p.task_id, principal))
 
 
 def _task_result(rt: AgentRuntime, session: Session, principal: Principal, p: TaskArgs) -> dict[str, Any]:
@@ -152,14 +148,14 @@ def _task_result(rt: AgentRuntime, session: Session, principal: Principal, p: Ta
 
 def task_result(rt: AgentRuntime, session: Session, principal: Principal, task_id: uuid.UUID) -> dict[str, Any]:
     """The task and, once it is successful, its output shaped for a context window."""
-    task = task_service.get_task(session, task_id, principal)
+    found = analyses.result(session, principal, task_id)
+    task = found.task
     out: dict[str, Any] = {"status": task.status, "task": task_summary(task), "result": None}
-    rows = task_repo.results_for(session, task.id) if task.status == "successful" else []
+    rows = found.rows if task.status == "successful" else []
     if not rows:
         out["note"] = "no result yet: the task is not successful" if task.status != "successful" else "no result"
         return out
-    row = rows[0]
-    dataset = dataset_repo.get(session, row.dataset_id) if row.dataset_id else None
+    row, dataset = rows[0], found.dataset
     if dataset is None:
         out["result"] = {"data": row.data, "note": "the result dataset was deleted"}
         return out
@@ -181,7 +177,7 @@ def _dataset_payload(rt: AgentRuntime, session: Session, dataset: Dataset, data:
         "limit": limits["preview_features"]}, order_limit=sql.SQL("ORDER BY fid LIMIT %(limit)s"))
     stats = {"feature_count": dataset.feature_count, "extent": dataset.extent_crs84,
              **{k: data[k] for k in ("geodesic_area_m2", "geodesic_length_m") if k in data}}
-    return shaping.summarised(stats, dataset_service.to_crs(head, dataset_service.CRS84), handle=handle, **limits)
+    return shaping.summarised(stats, head, handle=handle, **limits)  # it brings the preview to lon/lat
 
 
 _READERS = {"list_datasets": _list_datasets, "describe_dataset": _describe_dataset,
@@ -190,63 +186,43 @@ _READERS = {"list_datasets": _list_datasets, "describe_dataset": _describe_datas
 
 # --- analysis tools ---------------------------------------------------------------------------------
 
-def is_small(rt: AgentRuntime, session: Session, principal: Principal, op: Operation, params: Any) -> bool:
-    """Check the inputs are readable; True when they are small enough to run in this process."""
-    features = inline_bytes = 0
-    for key in op.inputs:
-        ref: InputRef = getattr(params, key)
-        if ref.dataset_id is not None:
-            features += _input_dataset(session, principal, ref, key).feature_count
-        else:
-            body = orjson.dumps(ref.geojson)
-            inline_bytes += len(body)
-            features += len((ref.geojson or {}).get("features") or [None])
+def is_small(rt: AgentRuntime, prepared: analyses.Prepared) -> bool:
+    """True when the inputs are small enough to run in this process."""
+    inline_bytes = sum(len(orjson.dumps(ref.geojson)) for ref in prepared.request.inputs.values()
+                       if ref.geojson is not None)
     s = rt.settings
-    return features <= s.agent_sync_max_features and inline_bytes <= s.agent_sync_max_inline_bytes
+    return prepared.input_features() <= s.agent_sync_max_features and inline_bytes <= s.agent_sync_max_inline_bytes
 
 
-def _input_dataset(session: Session, principal: Principal, ref: InputRef, key: str) -> Dataset:
-    return inputs.input_dataset(session, principal, ref, key)
+def run_inline(rt: AgentRuntime, session: Session, principal: Principal, prepared: analyses.Prepared,
+               invocation_id: uuid.UUID) -> dict[str, Any]:
+    """Run the analysis in this process (recorded as a successful task) and shape its output; the output is
+    kept as a dataset only when it is too large to answer, or when ``output_name`` asks for it."""
+    limits = {"max_bytes": rt.settings.agent_max_result_bytes, "preview_features": rt.settings.agent_preview_features}
+    named = prepared.request.output_name is not None
+    shaped: dict[str, Any] = {}
+
+    def keep(output: Any) -> bool:  # shape first: a summary needs the stored dataset behind its handle
+        shaped.update(shaping.layer_payload(output.gdf, handle=_pending, **limits))
+        return named or shaped.get("complete") is False
+
+    run = analyses.run_inline(session, rt.settings, principal, prepared, store=keep,
+                              name=f"agent {prepared.analysis_type} {str(invocation_id)[:8]}",
+                              description=f"in-process run of agent tool call {invocation_id}")
+    if run.dataset is not None:
+        handle = {**dataset_links(run.dataset.id), "name": run.dataset.name,
+                  "tool": {"name": "query_features", "arguments": {"dataset_id": str(run.dataset.id)}}}
+        shaped["full_result"] = handle
+    return {**shaped, "metadata": orjson.loads(orjson.dumps(run.output.metadata, default=str))}
 
 
-def compute_inline(rt: AgentRuntime, principal: Principal, op: Operation, params: Any
-                   ) -> tuple[AnalysisOutput, str]:
-    """Load the inputs (a short transaction of their own), then run the pure analysis in this process.
-
-    Returns the output and the input dataset's name (for naming a stored output)."""
-    with transaction(rt.factory) as session:
-        layers, base = _load_layers(session, principal, op, params)
-    return op.run(layers, params, no_progress), base
+def _pending() -> dict[str, Any]:
+    return {}  # replaced by the stored dataset's handle once it is stored
 
 
-def shape_inline(rt: AgentRuntime, session: Session, principal: Principal, op: Operation, params: Any,
-                 output: AnalysisOutput, base: str, invocation_id: uuid.UUID) -> dict[str, Any]:
-    """Shape an in-process output; store it as a dataset (in ``session``) only when it is too large to answer,
-    or when ``output_name`` asks for it."""
-
-    def store() -> dict[str, Any]:
-        name = getattr(params, "output_name", None) or f"{base}_{op.name}_{str(invocation_id)[:8]}"
-        stored = dataset_service.store_layer(session, principal.user_id, name, output.gdf, analysis_output=True,
-                                             source={"agent_invocation_id": str(invocation_id),
-                                                     "analysis_type": op.name})
-        return {**dataset_links(stored.dataset.id), "name": stored.dataset.name,
-                "tool": {"name": "query_features", "arguments": {"dataset_id": str(stored.dataset.id)}}}
-
-    handle: Any = store() if getattr(params, "output_name", None) else store
-    payload = shaping.layer_payload(output.gdf, max_bytes=rt.settings.agent_max_result_bytes,
-                                    preview_features=rt.settings.agent_preview_features, handle=handle)
-    return {**payload, "metadata": orjson.loads(orjson.dumps(output.metadata, default=str))}
-
-
-def _load_layers(session: Session, principal: Principal, op: Operation, params: Any
-                 ) -> tuple[dict[str, GeoDataFrame], str]:
-    layers, sources = inputs.load_inputs(session, principal, op, params)
-    return layers, sources["input"].name if "input" in sources else "inline"
-
-
-def submit(rt: AgentRuntime, session: Session, principal: Principal, op: Operation, args: dict[str, Any],
+def submit(rt: AgentRuntime, session: Session, principal: Principal, prepared: analyses.Prepared,
            invocation_id: uuid.UUID) -> AnalysisTask:
     """Submit the analysis as a task (enqueued once ``session`` commits)."""
-    return task_service.submit(session, rt.settings, principal, name=f"agent {op.name} {str(invocation_id)[:8]}",
-                               description=f"agent tool call {invocation_id}", analysis_type=op.name,
-                               parameters=args)
+    return analyses.submit(session, rt.settings, principal, prepared,
+                           name=f"agent {prepared.analysis_type} {str(invocation_id)[:8]}",
+                           description=f"agent tool call {invocation_id}")

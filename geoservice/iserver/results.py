@@ -13,7 +13,7 @@ import orjson
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from geoservice.supermap.geometry import to_supermap
+from geoservice.iserver.geometry import to_supermap
 
 #: iServer field types for our recorded attribute types.
 FIELD_TYPES = {"int": "INT32", "float": "DOUBLE", "str": "WTEXT", "bool": "BOOLEAN", "date": "DATETIME",

@@ -20,18 +20,20 @@ import orjson
 from sqlalchemy import func, update
 from sqlalchemy.orm import Session
 
+from geoservice.agents import tool_runs as run
+from geoservice.agents.guard import IdempotentCall, take_token
+from geoservice.agents.tool_runs import AgentRuntime
 from geoservice.agents.tools import ToolSpec, tool_specs
 from geoservice.agents.validation import validate_args
+from geoservice.analysis.request import AnalysisRequest
 from geoservice.db.engine import transaction
 from geoservice.db.models import AgentSession, AgentTool, AgentToolInvocation
 from geoservice.db.repositories import agents as repo
 from geoservice.errors import Conflict, GeoserviceError, NotFound
 from geoservice.logging import get_logger
 from geoservice.queue import send_after_commit
-from geoservice.services import agent_tools as run
+from geoservice.services import analyses
 from geoservice.services.access import Forbidden, Principal
-from geoservice.services.agent_guard import IdempotentCall, take_token
-from geoservice.services.agent_tools import AgentRuntime
 from geoservice.services.operations import operations
 
 log = get_logger(__name__)
@@ -76,13 +78,19 @@ def allowed(principal: Principal, tool: AgentTool) -> bool:
 
 
 def available_tools(session: Session, plugins: str, principal: Principal) -> list[tuple[AgentTool, ToolSpec]]:
-    """The active tools the principal may call, with their specs."""
+    """The active tools the principal may call, with their specs (reads only: a tool the start-up sync has not
+    stored yet is shown with its defaults, and stored at its first call)."""
     specs = tool_specs(plugins)
-    rows = repo.tools(session, specs)
-    if len(rows) < len(specs):  # a fresh database, or new code: sync, then read again
-        sync_tools(session, plugins)
-        rows = repo.tools(session, specs)
+    stored = {row.name: row for row in repo.tools(session, specs)}
+    rows = [stored.get(name) or _unsynced(spec) for name, spec in sorted(specs.items())]
     return [(row, specs[row.name]) for row in rows if row.is_active and allowed(principal, row)]
+
+
+def _unsynced(spec: ToolSpec) -> AgentTool:
+    """A tool as its code defines it, not attached to any session."""
+    return AgentTool(name=spec.name, title=spec.title, description=spec.description, kind=spec.kind,
+                     input_schema=spec.input_schema, output_schema=spec.output_schema,
+                     permissions=spec.default_permissions, rate_limit_qps=spec.default_rate_limit_qps, is_active=True)
 
 
 # --- sessions -----------------------------------------------------------------------------------------
@@ -159,7 +167,7 @@ def invoke(rt: AgentRuntime, principal: Principal, session_id: uuid.UUID, tool_n
         raise
     _start(call)
     try:
-        outcome = _execute(call, params, args)
+        outcome = _execute(call, params)
     except BaseException as exc:
         if idem is not None:
             idem.release()
@@ -217,7 +225,7 @@ def _event_args(args: Any) -> Any:
     return args if size <= EVENT_ARGS_MAX_BYTES else {"truncated": True, "bytes": size}
 
 
-def _execute(call: _Call, params: Any, args: dict[str, Any]) -> Outcome:
+def _execute(call: _Call, params: Any) -> Outcome:
     rt, spec = call.rt, call.spec
     if spec.kind == "read":
         with transaction(rt.factory) as session:
@@ -225,15 +233,14 @@ def _execute(call: _Call, params: Any, args: dict[str, Any]) -> Outcome:
             return _finish(session, call, "succeeded", result=result)
     op = operations(rt.settings.analysis_plugins)[spec.name]
     call.principal.require_write("run analyses")
-    with transaction(rt.factory) as session:
-        small = run.is_small(rt, session, call.principal, op, params)
-    if small:  # one connection at a time: never hold one while waiting for another
-        output, base = run.compute_inline(rt, call.principal, op, params)
-        with transaction(rt.factory) as session:
-            result = run.shape_inline(rt, session, call.principal, op, params, output, base, call.invocation_id)
+    request = AnalysisRequest.from_wire(op, params)
+    with _enqueuing(rt) as session:  # one transaction, so one connection at a time
+        prepared = analyses.prepare(session, call.principal, op.name, request, plugins=rt.settings.analysis_plugins,
+                                    field_prefix="")
+        if run.is_small(rt, prepared):
+            result = run.run_inline(rt, session, call.principal, prepared, call.invocation_id)
             return _finish(session, call, "succeeded", result=result)
-    with _enqueuing(rt) as session:
-        task = run.submit(rt, session, call.principal, op, args, call.invocation_id)
+        task = run.submit(rt, session, call.principal, prepared, call.invocation_id)
         return _finish(session, call, "submitted", task=run.task_summary(task), task_id=task.id)
 
 

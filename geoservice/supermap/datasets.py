@@ -18,13 +18,13 @@ from geoservice.config import Settings
 from geoservice.db.models import AnalysisTask, Dataset
 from geoservice.db.repositories import datasets as dataset_repo
 from geoservice.errors import BadRequest
+from geoservice.iserver import payloads
+from geoservice.iserver.decode import from_supermap
 from geoservice.services import selection
 from geoservice.services.access import Principal
-from geoservice.services.supermap import return_option, submit
-from geoservice.supermap import payloads
 from geoservice.supermap.analyst import check_operation, parse_buffer_setting
-from geoservice.supermap.decode import from_supermap
 from geoservice.supermap.filters import combine, ids_filter, parse_filter
+from geoservice.supermap.service import return_option, submit
 
 POLYGONAL = {"Polygon", "MultiPolygon"}
 REGION_SOURCE_ONLY = {"union", "update", "xor"}
