@@ -1,8 +1,11 @@
 """The four comparisons: io, reproject, buffer, overlay. Each returns a ``Section`` of interleaved timings.
 
 Per section the cases are: the service end to end (HTTP submit -> Celery -> load from PostGIS -> compute ->
-store -> task successful), the same job in PostGIS SQL into an UNLOGGED table (single core, and with 2
-parallel workers), and the raw library on in-memory data. io compares our load/read paths with GeoPandas'.
+store -> task successful), the same job in PostGIS SQL as what a user would build by hand to get what the
+service gives (a logged table plus its GiST index, single core: the reference of the targets), the same
+into an UNLOGGED table without index (the compute-only floor; single core, and with 2 parallel workers),
+and the raw library on in-memory data. io compares our load/read paths with GeoPandas'.
+The scaling, small and buffer_1m sections are in ``scale_cases.py``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,37 @@ from sqlalchemy.orm import Session, sessionmaker
 from stack import Stack, TaskRun
 
 PG_OUT = "bench_pg_out"
+#: The main ratio of reproject, buffer and overlay, and its target (issue "Analyses that scale"): the
+#: target value and the N it is stated for.
+MAIN_RATIO = "e2e / PostGIS logged CTAS + GiST (1 core)"
+MAIN_TARGETS = {"reproject": (1.0, 1_000_000), "buffer": (0.8, 100_000), "overlay": (0.8, 50_000)}
+
+
+@dataclass
+class Target:
+    """A target of the issue: ``value op limit`` (op "<=" or ">="); ``at_size``: measured at the stated N."""
+
+    label: str
+    value: float | None
+    op: str
+    limit: float
+    unit: str = "x"
+    at_size: bool = True
+
+    @property
+    def ok(self) -> bool | None:
+        if self.value is None:
+            return None
+        return self.value <= self.limit if self.op == "<=" else self.value >= self.limit
+
+    @property
+    def mark(self) -> str:
+        mark = {True: "pass", False: "MISS", None: "n/a"}[self.ok]
+        return mark if self.at_size else f"{mark} (not at target N)"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"label": self.label, "value": None if self.value is None else round(self.value, 4), "op": self.op,
+                "target": self.limit, "unit": self.unit, "pass": self.ok, "at_target_size": self.at_size}
 
 
 @dataclass
@@ -38,6 +72,8 @@ class Ctx:
     log: Callable[[str], None]
     stages: bool = True
     conns: list[Any] = field(default_factory=list)
+    #: HTTP connections the small section's client opens at most (``--small-connections``).
+    small_connections: int = 16
 
     def close_conns(self) -> None:
         while self.conns:
@@ -56,10 +92,26 @@ class Section:
     setup: dict[str, float] = field(default_factory=dict)
     stages: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    #: Figures of the sections that are not a set of timed cases (scaling, small, buffer_1m), for the JSON.
+    metrics: dict[str, Any] = field(default_factory=dict)
+    #: The same for the "details" table: (label, formatted value).
+    facts: list[tuple[str, str]] = field(default_factory=list)
 
-    def ratio(self, label: str, num: str, den: str) -> None:
+    def ratio(self, label: str, num: str, den: str, target: tuple[str, float, int] | None = None) -> None:
+        """Add the ratio of two medians; ``target`` = (op, limit, N it is stated for)."""
         if num in self.timings and den in self.timings:
-            self.ratios.append((label, self.timings[num].median / self.timings[den].median))
+            value = self.timings[num].median / self.timings[den].median
+            self.ratios.append((label, value))
+            if target:
+                self.target(label, value, target[0], target[1], at_n=target[2])
+
+    def target(self, label: str, value: float | None, op: str, limit: float, unit: str = "x",
+               at_n: int | None = None) -> None:
+        self.targets.append(Target(label, value, op, limit, unit, at_n is None or at_n == self.n))
+
+    def target_for(self, label: str) -> Target | None:
+        return next((t for t in self.targets if t.label == label), None)
 
 
 # --- shared building blocks -------------------------------------------------------------------
@@ -90,10 +142,11 @@ def lit(value: Any) -> sql.Composable:
 
 
 def e2e_case(ctx: Ctx, section: Section, label: str, body: dict[str, Any],
-             check: Callable[[str], dict[str, Any]]) -> Case:
+             check: Callable[[str], dict[str, Any]], key: str = "e2e", run_label: str = "") -> Case:
     """Time POST /api/v1/tasks -> successful; afterwards check the result dataset and delete it."""
 
     def after(run: TaskRun) -> dict[str, Any]:
+        run.label = run_label
         section.e2e_runs.append(run)
         res = ctx.stack.results(run.task_id)["results"][0]
         info = {"task_id": run.task_id, "feature_count": res["data"]["feature_count"], **check(res["dataset_id"])}
@@ -101,26 +154,64 @@ def e2e_case(ctx: Ctx, section: Section, label: str, body: dict[str, Any],
         ctx.stack.settle()
         return info
 
-    return Case("e2e", label, lambda: ctx.stack.run_task(body), after=after, seconds=lambda run: run.total)
+    return Case(key, label, lambda: ctx.stack.run_task(body), after=after, seconds=lambda run: run.total)
 
 
-def pg_case(ctx: Ctx, key: str, label: str, select: sql.Composable, check_sql: str, *, parallel: bool) -> Case:
-    """Time ``CREATE UNLOGGED TABLE bench_pg_out AS <select>`` (single core unless ``parallel``)."""
+def pg_case(ctx: Ctx, key: str, label: str, select: sql.Composable, check_sql: str, *, parallel: bool,
+            logged: bool = False) -> Case:
+    """Time ``CREATE UNLOGGED TABLE bench_pg_out AS <select>`` (single core unless ``parallel``).
+
+    ``logged``: what a user would build by hand to get what the service gives: ``CREATE TABLE ... AS``
+    (a durable, WAL-logged table; committed, autocommit) followed by ``CREATE INDEX ... USING gist
+    (geometry)``; both timed, each part also kept in the run's info.
+    """
     conn = ctx.stack.pg()
     ctx.conns.append(conn)
-    statement = sql.SQL("CREATE UNLOGGED TABLE {} AS ").format(sql.Identifier(PG_OUT)) + select
+    create = "CREATE TABLE {} AS " if logged else "CREATE UNLOGGED TABLE {} AS "
+    statement = sql.SQL(create).format(sql.Identifier(PG_OUT)) + select
+    index = sql.SQL("CREATE INDEX {} ON {} USING gist (geometry)").format(sql.Identifier(f"{PG_OUT}_geometry"),
+                                                                        sql.Identifier(PG_OUT))
+    parts: dict[str, float] = {}
 
     def before() -> None:
         conn.execute(f"DROP TABLE IF EXISTS {PG_OUT}")
         conn.execute(f"SET max_parallel_workers_per_gather = {2 if parallel else 0}")
+        conn.execute(f"SET max_parallel_maintenance_workers = {2 if parallel else 0}")
+
+    def run() -> None:
+        t0 = time.perf_counter()
+        conn.execute(statement)
+        if logged:
+            t1 = time.perf_counter()
+            conn.execute(index)
+            parts.update(ctas_s=round(t1 - t0, 4), index_s=round(time.perf_counter() - t1, 4))
 
     def after(_: Any) -> dict[str, Any]:
         row = conn.execute(check_sql.format(table=PG_OUT)).fetchone()
         conn.execute(f"DROP TABLE {PG_OUT}")
         ctx.stack.settle()
-        return dict(zip(("rows", "check"), row or (), strict=False))
+        return {**dict(zip(("rows", "check"), row or (), strict=False)), **parts}
 
-    return Case(key, label, lambda: conn.execute(statement), before=before, after=after)
+    return Case(key, label, run, before=before, after=after)
+
+
+def pg_cases(ctx: Ctx, what: str, select: sql.Composable, check_sql: str) -> list[Case]:
+    """The three PostGIS cases of a section: logged CTAS + GiST (1 core), unlogged CTAS (1 core, 2 workers)."""
+    return [
+        pg_case(ctx, "pg_logged", f"PostGIS logged CTAS + GiST {what} (1 core)", select, check_sql,
+                parallel=False, logged=True),
+        pg_case(ctx, "pg", f"PostGIS unlogged CTAS {what} (1 core)", select, check_sql, parallel=False),
+        pg_case(ctx, "pg_par", f"PostGIS unlogged CTAS {what} (2 parallel workers)", select, check_sql,
+                parallel=True),
+    ]
+
+
+def main_ratios(sec: Section) -> None:
+    """The main ratio (with its target) and the cost of durability + index in PostGIS."""
+    limit, n = MAIN_TARGETS[sec.name]
+    sec.ratio(MAIN_RATIO, "e2e", "pg_logged", target=("<=", limit, n))
+    sec.ratio("e2e / PostGIS unlogged CTAS (1 core)", "e2e", "pg")
+    sec.ratio("e2e / PostGIS unlogged CTAS (2 parallel)", "e2e", "pg_par")
 
 
 def result_rows(ctx: Ctx, dataset_id: str, expr: str) -> dict[str, Any]:
@@ -134,6 +225,56 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out
+
+
+def warm_up(ctx: Ctx) -> None:
+    """Small tasks of each type at once (2 each, more for a bigger pool), so every pool process has its
+    engines and caches. Its datasets are deleted also when a task fails."""
+    n = 2000
+    tag = uuid.uuid4().hex[:6]
+    made: list[uuid.UUID | str] = []
+    try:
+        a = store(ctx, f"warmup_a_{tag}", synth.polygons("warmup", n, synth.overlay_radius(n)))
+        made.append(a)
+        b = store(ctx, f"warmup_b_{tag}", synth.polygons("overlay_b", n, synth.overlay_radius(n)))
+        made.append(b)
+        p = store(ctx, f"warmup_points_{tag}", synth.points("warmup", n))
+        made.append(p)
+        bodies = [
+            {"analysis_type": "reproject", "parameters": {"input": {"dataset_id": str(p)},
+                                                          "target_crs": "EPSG:32650"}},
+            {"analysis_type": "buffer", "parameters": {"input": {"dataset_id": str(a)},
+                                                       "distance": {"value": 100, "unit": "m"}, "quad_segs": 8}},
+            {"analysis_type": "overlay", "parameters": {"input": {"dataset_id": str(a)},
+                                                        "overlay": {"dataset_id": str(b)}, "operation": "intersect"}},
+        ]
+        ids = []
+        for body in bodies * max(2, ctx.stack.worker_concurrency or 2):
+            r = ctx.stack.request("POST", "/api/v1/tasks", json={"name": "warm-up", **body})
+            r.raise_for_status()
+            ids.append(r.json()["id"])
+        deadline = time.monotonic() + 300
+        pending = set(ids)
+        failed: list[str] = []
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.2)
+            for tid in list(pending):
+                snap = ctx.stack.request("GET", f"/api/v1/tasks/{tid}").json()
+                if snap["status"] in ("successful", "failed", "dismissed"):
+                    if snap["status"] != "successful":
+                        failed.append(f"{snap['analysis_type']} {snap['status']}: {snap.get('error_message')}")
+                    pending.discard(tid)
+        for tid in ids:
+            if tid not in pending:
+                made += [res["dataset_id"] for res in ctx.stack.results(tid)["results"] if res.get("dataset_id")]
+        if failed:
+            raise RuntimeError(f"warm-up task(s) failed: {failed[:3]}; see {ctx.stack.worker_logs[-1]}")
+        if pending:
+            raise RuntimeError("warm-up tasks did not finish in 300 s")
+    finally:
+        for ds in made:
+            ctx.stack.delete_dataset(ds)
+        ctx.stack.settle()
 
 
 # --- io ----------------------------------------------------------------------------------------
@@ -246,19 +387,19 @@ def reproject_section(ctx: Ctx, n: int) -> Section:
     sec.timings = interleave([
         e2e_case(ctx, sec, "e2e: POST reproject -> successful", body,
                  lambda d: result_rows(ctx, d, "sum(ST_X(geometry))")),
-        pg_case(ctx, "pg", "PostGIS CTAS ST_Transform (1 core)", select, check, parallel=False),
-        pg_case(ctx, "pg_par", "PostGIS CTAS ST_Transform (2 parallel workers)", select, check, parallel=True),
+        *pg_cases(ctx, "ST_Transform", select, check),
         Case("raw_xy", "raw: pyproj Transformer.transform(x, y)", raw_xy, after=lambda s: {"check": s}),
         Case("raw_to_crs", "raw: GeoSeries.to_crs(32650)", raw_to_crs, after=lambda s: {"check": s}),
     ], ctx.runs, ctx.log)
     sec.checks = _checks(sec, "sum_x")
     if ctx.stages:
-        sec.stages = worker_stages(ctx, "reproject", body["parameters"])
+        sec.stages = stages_or_note(ctx, sec, "reproject", body["parameters"])
     ctx.stack.delete_dataset(ds)
     ctx.stack.settle()
+    main_ratios(sec)
     for label, raw in (("pyproj x/y", "raw_xy"), ("to_crs", "raw_to_crs")):
         sec.ratio(f"e2e / raw ({label})", "e2e", raw)
-    sec.ratio("e2e / PostGIS (1 core)", "e2e", "pg")
+    sec.ratio("PostGIS logged CTAS + GiST / unlogged CTAS (1 core)", "pg_logged", "pg")
     sec.ratio("PostGIS (1 core) / raw (pyproj x/y)", "pg", "raw_xy")
     sec.ratio("PostGIS (1 core) / raw (to_crs)", "pg", "raw_to_crs")
     return sec
@@ -288,14 +429,12 @@ def buffer_section(ctx: Ctx, n: int) -> Section:
     sec.timings = interleave([
         e2e_case(ctx, sec, "e2e: POST buffer 100 m -> successful", body,
                  lambda d: result_rows(ctx, d, "sum(ST_NPoints(geometry))")),
-        pg_case(ctx, "pg", "PostGIS CTAS transform-buffer-transform (1 core)", select, check, parallel=False),
-        pg_case(ctx, "pg_par", "PostGIS CTAS transform-buffer-transform (2 parallel workers)", select, check,
-                parallel=True),
+        *pg_cases(ctx, "transform-buffer-transform", select, check),
         Case("raw", "raw: to_crs(32650) -> shapely.buffer(quad_segs=8) -> to_crs(4326)", raw, after=lambda r: r),
     ], ctx.runs, ctx.log)
     sec.checks = _checks(sec, "sum_npoints")
     if ctx.stages:
-        sec.stages = worker_stages(ctx, "buffer", params)
+        sec.stages = stages_or_note(ctx, sec, "buffer", params)
     ctx.stack.delete_dataset(ds)
     ctx.stack.settle()
     _standard_ratios(sec)
@@ -331,15 +470,12 @@ def overlay_section(ctx: Ctx, n: int) -> Section:
     sec.timings = interleave([
         e2e_case(ctx, sec, "e2e: POST overlay intersect -> successful", body,
                  lambda d: result_rows(ctx, d, "sum(ST_NPoints(geometry))")),
-        pg_case(ctx, "pg", "PostGIS CTAS ST_Intersection JOIN ST_Intersects (1 core)", select, check,
-                parallel=False),
-        pg_case(ctx, "pg_par", "PostGIS CTAS ST_Intersection JOIN ST_Intersects (2 parallel workers)", select,
-                check, parallel=True),
+        *pg_cases(ctx, "ST_Intersection JOIN ST_Intersects", select, check),
         Case("raw", "raw: STRtree.query(intersects) + shapely.intersection", raw, after=lambda r: r),
     ], ctx.runs, ctx.log)
     sec.checks = _checks(sec, "sum_npoints")
     if ctx.stages:
-        sec.stages = worker_stages(ctx, "overlay", params)
+        sec.stages = stages_or_note(ctx, sec, "overlay", params)
     ctx.stack.delete_dataset(ds_a)
     ctx.stack.delete_dataset(ds_b)
     ctx.stack.settle()
@@ -348,8 +484,9 @@ def overlay_section(ctx: Ctx, n: int) -> Section:
 
 
 def _standard_ratios(sec: Section) -> None:
+    main_ratios(sec)
     sec.ratio("e2e / raw", "e2e", "raw")
-    sec.ratio("e2e / PostGIS (1 core)", "e2e", "pg")
+    sec.ratio("PostGIS logged CTAS + GiST / unlogged CTAS (1 core)", "pg_logged", "pg")
     sec.ratio("PostGIS (1 core) / raw", "pg", "raw")
     sec.ratio("PostGIS (2 parallel) / raw", "pg_par", "raw")
 
@@ -377,10 +514,24 @@ def _num(value: Any) -> Any:
 
 # --- in-process breakdown of the worker's steps --------------------------------------------------
 
+def stages_or_note(ctx: Ctx, sec: Section, analysis: str, params: dict[str, Any]) -> dict[str, float]:
+    """``worker_stages``; if the worker's code no longer fits it, a note instead of losing the section's timings."""
+    try:
+        return worker_stages(ctx, analysis, params)
+    except Exception as exc:  # noqa: BLE001 - the breakdown is optional, the timings are not
+        note = f"stage breakdown skipped: {type(exc).__name__}: {exc}"
+        ctx.log(f"[red][{analysis}] {note}[/]")
+        sec.notes.append(note)
+        sec.facts.append(("note", note))
+        ctx.stack.settle()
+        return {}
+
+
 def worker_stages(ctx: Ctx, analysis: str, params: dict[str, Any]) -> dict[str, float]:
     """Run the worker's load -> compute -> store steps once in this process and time each sub-step.
 
-    Load is ``tasks.runner._load`` itself; compute is the registered operation; store is
+    Load is what a one-piece run does (``analyses.prepare`` + ``load_layers``, the whole input at once: the
+    breakdown shows where a single process spends its time); compute is the registered operation; store is
     ``store_layer`` as the runner calls it, plus its parts timed on their own (validation, attribute
     serialisation, EWKB, COPY). Everything written is rolled back.
     """
@@ -391,16 +542,21 @@ def worker_stages(ctx: Ctx, analysis: str, params: dict[str, Any]) -> dict[str, 
     from geoservice.config import get_settings
     from geoservice.db import gis_io
     from geoservice.db.repositories import datasets as repo
-    from geoservice.db.repositories.tasks import Claim
     from geoservice.services import analyses
     from geoservice.services import datasets as svc
-    from tasks.runner import WorkerContext, _load
+    from geoservice.services.auth import principal_for_user
 
     ctx.log(f"[{analysis}] in-process stage breakdown (1 run)")
-    claim = Claim(uuid.uuid4(), "bench", 1, 1, analysis, params, ctx.owner_id, "bench", None)
     stages: dict[str, float] = {}
-    stages["load: tasks.runner._load"], (prepared, layers) = timed(
-        lambda: _load(WorkerContext(get_settings(), ctx.factory), claim))
+
+    def load() -> tuple[Any, Any]:
+        with ctx.factory() as session:
+            principal = principal_for_user(session, ctx.owner_id, via="internal")
+            prepared = analyses.prepare(session, principal, analysis, params, plugins=get_settings().analysis_plugins,
+                                        check_output_name=False)
+            return prepared, analyses.load_layers(session, prepared)
+
+    stages["load: prepare + load_layers (whole input)"], (prepared, layers) = timed(load)
     stages["compute: operation"], output = timed(lambda: analyses.compute(prepared.request, layers))
     out = output.gdf.reset_index(drop=True)
     stages["compute: of which geodesic_summary (metadata, timed again)"], _ = timed(lambda: geodesic_summary(out))

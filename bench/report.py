@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from cases import Section
+from cases import MAIN_RATIO, Section, Target
 from harness import fmt_rate, fmt_s
 from rich.console import Console
 from rich.table import Table
@@ -31,13 +31,34 @@ BASELINE_S = {
 }
 
 
+def fmt_target(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "bool":
+        return "yes" if value else "no"
+    if unit == "x":
+        return f"{value:,.2f}"
+    if unit == "ms":
+        return f"{value:,.2f} ms"
+    return f"{value:,.0f} {unit}" if unit != "/s" else f"{value:,.0f}/s"
+
+
+def _target_text(t: Target) -> str:
+    return "yes" if t.unit == "bool" else f"{t.op} {fmt_target(t.limit, t.unit)}"
+
+
+def _mark(t: Target) -> str:
+    colour = {True: "green", False: "red", None: "yellow"}[t.ok]
+    return f"[{colour}]{t.mark}[/]"
+
+
 def tables(sections: list[Section]) -> list[Table]:
     main = Table(title="geoservice bench: medians (interleaved runs)")
     for col in ("section", "N", "case", "median", "runs", "items/s", "baseline doc"):
         main.add_column(col, justify="right" if col in ("N", "median", "items/s", "baseline doc") else "left")
-    ratios = Table(title="ratios of medians")
-    for col in ("section", "ratio", "value"):
-        ratios.add_column(col, justify="right" if col == "value" else "left")
+    ratios = Table(title=f"ratios of medians (main ratio in bold: {MAIN_RATIO})")
+    for col in ("section", "ratio", "value", "target", "mark"):
+        ratios.add_column(col, justify="right" if col in ("value", "target") else "left")
     checks = Table(title="correctness cross-check (last run of each case)")
     for col in ("section", "case", "output rows", "checksum"):
         checks.add_column(col)
@@ -48,7 +69,9 @@ def tables(sections: list[Section]) -> list[Table]:
             main.add_row(sec.name, f"{sec.n:,}", t.label, fmt_s(t.median), runs, fmt_rate(sec.n / t.median),
                          fmt_s(base) if base else "")
         for label, value in sec.ratios:
-            ratios.add_row(sec.name, label, f"{value:,.2f}")
+            t = sec.target_for(label)
+            ratios.add_row(sec.name, label, f"{value:,.2f}", _target_text(t) if t else "", _mark(t) if t else "",
+                           style="bold" if label == MAIN_RATIO else None)
         for key, check in sec.checks.items():
             if isinstance(check, dict):
                 value = check.get("check")
@@ -56,24 +79,52 @@ def tables(sections: list[Section]) -> list[Table]:
                     f"{value:,.0f}" if isinstance(value, float) else str(value))
                 checks.add_row(sec.name, key, str(check.get("rows")), f"{sec.checks['checksum']} = {shown}")
         main.add_section()
-    return [main, ratios, checks, e2e_table(sections), stage_table(sections)]
+    return [main, ratios, targets_table(sections), details_table(sections), checks, e2e_table(sections),
+            stage_table(sections)]
+
+
+def targets_table(sections: list[Section]) -> Table:
+    t = Table(title="targets (issue: analyses that scale); 'not at target N': measured at another N (e.g. --quick)")
+    for col in ("section", "N", "what", "value", "target", "mark"):
+        t.add_column(col, justify="right" if col in ("N", "value") else "left")
+    for sec in sections:
+        for tg in sec.targets:
+            t.add_row(sec.name, f"{sec.n:,}", tg.label, fmt_target(tg.value, tg.unit), _target_text(tg), _mark(tg))
+    return t
+
+
+def details_table(sections: list[Section]) -> Table:
+    t = Table(title="details (scaling, small tasks, 1M buffer) and notes")
+    for col in ("section", "what", "value"):
+        t.add_column(col)
+    for sec in sections:
+        for label, value in sec.facts:
+            t.add_row(sec.name, label, value)
+    return t
 
 
 def e2e_table(sections: list[Section]) -> Table:
     t = Table(title="end-to-end runs: where the time goes (client polls every 50 ms; phases +-50 ms)")
     cols = ("section", "run", "total", "POST", "queue (started-created)", "loading", "computing", "storing",
-            "completed_at->seen", "celery task", "deliveries", "worker peak RSS")
+            "completed_at->seen", "celery task", "deliveries", "worker peak RSS", "PG CPU", "worker CPU")
     for col in cols:
         t.add_column(col, justify="left" if col in ("section",) else "right")
     for sec in sections:
         for i, run in enumerate(sec.e2e_runs, 1):
             ph = run.phase_durations()
-            t.add_row(sec.name, str(i), fmt_s(run.total), fmt_s(run.submit), fmt_s(run.server.get("queue_latency")),
+            usage = run.usage or {}
+            t.add_row(sec.name, f"{i} {run.label}".strip(), fmt_s(run.total), fmt_s(run.submit),
+                      fmt_s(run.server.get("queue_latency")),
                       fmt_s(ph.get("loading")), fmt_s(ph.get("computing")), fmt_s(ph.get("storing")),
                       fmt_s(run.server.get("completed_at_to_seen")), fmt_s(run.worker_task_s),
                       str(run.deliveries) if run.deliveries is not None else "-",
-                      f"{run.peak_rss_mb:,.0f} MB" if run.peak_rss_mb else "-")
+                      f"{run.peak_rss_mb:,.0f} MB" if run.peak_rss_mb else "-", _share(usage.get("pg_share")),
+                      _share(usage.get("worker_share")))
     return t
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f} %"
 
 
 def stage_table(sections: list[Section]) -> Table:
@@ -107,10 +158,13 @@ def section_json(sec: Section) -> dict[str, Any]:
         "setup": sec.setup,
         "stages_s": sec.stages,
         "notes": sec.notes,
+        "targets": [t.as_json() for t in sec.targets],
+        "metrics": sec.metrics,
     }
 
 
 def write_json(path: Path, meta: dict[str, Any], sections: list[Section], errors: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"meta": meta, "sections": {s.name: section_json(s) for s in sections}, "errors": errors}
+    doc = {"meta": meta, "sections": {s.name: section_json(s) for s in sections}, "errors": errors,
+           "targets": [{"section": s.name, "n": s.n, **t.as_json()} for s in sections for t in s.targets]}
     path.write_text(json.dumps(doc, indent=2, default=str))

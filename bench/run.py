@@ -1,10 +1,11 @@
 """geoservice benchmark: the service end to end vs PostGIS SQL vs the raw libraries, in one command.
 
-    .venv/bin/python bench/run.py [--quick] [--only io,reproject,buffer,overlay] [--runs 3]
+    .venv/bin/python bench/run.py [--quick] [--only io,reproject,buffer,overlay,scaling,small] [--runs 3]
+    .venv/bin/python bench/run.py --only buffer_1m      # or --buffer-1m to add it to the default set
 
-Creates a throwaway database and queue, starts the API and one worker (-c 2) as subprocesses, runs the
-selected comparisons (median of --runs interleaved runs), prints tables and writes
-bench/results/<date>[-quick].json. See bench/README.md.
+Creates a throwaway database and queue, starts the API and one worker (at its default concurrency) as
+subprocesses, runs the selected comparisons (median of --runs interleaved runs), checks the targets,
+prints tables and writes bench/results/<date>[-quick].json. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -25,25 +26,37 @@ sys.path[:0] = [str(HERE), str(ROOT)]
 
 import cases  # noqa: E402
 import report  # noqa: E402
+import scale_cases  # noqa: E402
 import synth  # noqa: E402
 from rich.console import Console  # noqa: E402
 from stack import Stack  # noqa: E402
 
-SIZES = {"io": 100_000, "reproject": 1_000_000, "buffer": 100_000, "overlay": 50_000}
+SIZES = {"io": 100_000, "reproject": 1_000_000, "buffer": 100_000, "overlay": 50_000, "scaling": 100_000,
+         "small": 1_000, "buffer_1m": 1_000_000}
 SECTIONS = {"io": cases.io_section, "reproject": cases.reproject_section, "buffer": cases.buffer_section,
-            "overlay": cases.overlay_section}
+            "overlay": cases.overlay_section, "scaling": scale_cases.scaling_section,
+            "small": scale_cases.small_section, "buffer_1m": scale_cases.buffer_1m_section}
+#: What runs without --only; buffer_1m (minutes, GBs) only on request.
+DEFAULT_SECTIONS = ["io", "reproject", "buffer", "overlay", "scaling", "small"]
 console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="10x smaller N (smoke test, a few minutes)")
-    p.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections: io,reproject,buffer,overlay")
+    p.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
+                   help=f"comma-separated sections, default {','.join(DEFAULT_SECTIONS)}; also buffer_1m")
+    p.add_argument("--buffer-1m", action="store_true",
+                   help="add the 1M-polygon buffer (e2e success + every worker process's peak RSS; ~15 min)")
     p.add_argument("--runs", type=int, default=3, help="timed runs per case, interleaved (median reported)")
     p.add_argument("--no-stages", action="store_true", help="skip the in-process breakdown of the worker's steps")
+    p.add_argument("--small-connections", type=int, default=16,
+                   help="HTTP connections the small section submits its tasks over (default 16)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/<date>[-quick].json)")
     args = p.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    if args.buffer_1m and "buffer_1m" not in args.only:
+        args.only.append("buffer_1m")
     unknown = [s for s in args.only if s not in SECTIONS]
     if unknown:
         p.error(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
@@ -68,7 +81,15 @@ def versions() -> dict[str, str]:
             "proj (pyproj)": pyproj.proj_version_str, "geopandas": geopandas.__version__}
 
 
-def make_context(stack: Stack, runs: int, stages: bool) -> cases.Ctx:
+def pg_settings(conn: Any) -> dict[str, str]:
+    """Server settings that change what the PostGIS cases cost (WAL, durability, memory, parallelism)."""
+    names = ("wal_level", "synchronous_commit", "fsync", "full_page_writes", "shared_buffers", "work_mem",
+             "maintenance_work_mem", "max_parallel_workers_per_gather", "max_parallel_maintenance_workers",
+             "max_wal_size")
+    return {n: conn.execute(f"SHOW {n}").fetchone()[0] for n in names}
+
+
+def make_context(stack: Stack, runs: int, stages: bool, small_connections: int = 16) -> cases.Ctx:
     from geoservice.config import Settings
     from geoservice.db.engine import make_engine, make_sessionmaker
 
@@ -76,46 +97,8 @@ def make_context(stack: Stack, runs: int, stages: bool) -> cases.Ctx:
     os.environ.update({"GEOSERVICE_DATABASE_URL": stack.database_url, "GEOSERVICE_TASK_QUEUE": stack.queue})
     engine = make_engine(Settings(database_url=stack.database_url, task_queue=stack.queue), "cli")
     assert stack.user_id is not None
-    return cases.Ctx(stack, make_sessionmaker(engine), engine, stack.user_id, runs, log, stages)
-
-
-def warm_up(ctx: cases.Ctx) -> None:
-    """Two small tasks of each type at once, so both pool processes have their engines and caches."""
-    n = 2000
-    a = cases.store(ctx, "warmup_a", synth.polygons("warmup", n, synth.overlay_radius(n)))
-    b = cases.store(ctx, "warmup_b", synth.polygons("overlay_b", n, synth.overlay_radius(n)))
-    p = cases.store(ctx, "warmup_points", synth.points("warmup", n))
-    bodies = [
-        {"analysis_type": "reproject", "parameters": {"input": {"dataset_id": str(p)}, "target_crs": "EPSG:32650"}},
-        {"analysis_type": "buffer", "parameters": {"input": {"dataset_id": str(a)},
-                                                   "distance": {"value": 100, "unit": "m"}, "quad_segs": 8}},
-        {"analysis_type": "overlay", "parameters": {"input": {"dataset_id": str(a)}, "overlay": {"dataset_id": str(b)},
-                                                    "operation": "intersect"}},
-    ]
-    ids = []
-    for body in bodies * 2:
-        r = ctx.stack.request("POST", "/api/v1/tasks", json={"name": "warm-up", **body})
-        r.raise_for_status()
-        ids.append(r.json()["id"])
-    deadline = time.monotonic() + 300
-    pending = set(ids)
-    while pending and time.monotonic() < deadline:
-        time.sleep(0.2)
-        for tid in list(pending):
-            snap = ctx.stack.request("GET", f"/api/v1/tasks/{tid}").json()
-            if snap["status"] in ("successful", "failed", "dismissed"):
-                if snap["status"] != "successful":
-                    raise RuntimeError(f"warm-up task {snap['analysis_type']} {snap['status']}: "
-                                       f"{snap.get('error_message')}")
-                pending.discard(tid)
-    if pending:
-        raise RuntimeError("warm-up tasks did not finish in 300 s")
-    for tid in ids:
-        for res in ctx.stack.results(tid)["results"]:
-            ctx.stack.delete_dataset(res["dataset_id"])
-    for ds in (a, b, p):
-        ctx.stack.delete_dataset(ds)
-    ctx.stack.settle()
+    return cases.Ctx(stack, make_sessionmaker(engine), engine, stack.user_id, runs, log, stages,
+                     small_connections=small_connections)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,10 +133,14 @@ def main(argv: list[str] | None = None) -> int:
                 "spatial_data_partitioned": conn.execute(
                     "SELECT relkind = 'p' FROM pg_class WHERE relname = 'spatial_data'").fetchone()[0],
             }
+            meta["pg_settings"] = pg_settings(conn)
             log(f"schema: {meta['schema']}")
-        ctx = make_context(stack, args.runs, not args.no_stages)
-        log("warm-up: 6 small tasks")
-        warm_up(ctx)
+        meta["worker"] = {"concurrency_flag": stack.concurrency, "concurrency": stack.worker_concurrency,
+                          "postmaster_pid": stack.postmaster_pid()}
+        log(f"worker: {meta['worker']}")
+        ctx = make_context(stack, args.runs, not args.no_stages, args.small_connections)
+        log("warm-up: small tasks of each type")
+        cases.warm_up(ctx)
         for name in args.only:
             n = SIZES[name] // scale
             meta["loadavg"][f"{name} start"] = os.getloadavg()
@@ -186,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         stack.close()
     meta["finished"] = datetime.now().isoformat(timespec="seconds")
+    meta["targets"] = {"main ratio": cases.MAIN_RATIO,
+                       "main ratio <=": {k: v[0] for k, v in cases.MAIN_TARGETS.items()},
+                       "scaling speed-up >=": scale_cases.SCALING_TARGET[1],
+                       "small tasks/s >=": scale_cases.SMALL_TARGET_PER_S[1],
+                       "supermap ms <=": scale_cases.SUPERMAP_TARGETS_MS,
+                       "buffer_1m worker RSS MB <=": scale_cases.RSS_TARGET_MB[0]}
     report.write_json(out, meta, sections, errors)
     report.print_all(console, sections)
     console.print("load average (1, 5, 15 min): " + "; ".join(

@@ -1,9 +1,11 @@
 """The service under test: a throwaway database and queue, the API and one worker as child processes.
 
 ``Stack`` creates ``geoservice_bench_<random>`` (migrated with ``alembic -x url=... upgrade head``),
-starts ``geoservice api`` and ``geoservice worker -c 2`` with that database and a queue of its own,
-and on ``close()`` stops both process groups, drops the database and deletes the queue's Redis keys.
-``Stack.run_task`` is one end-to-end run: POST a task, poll it every 50 ms until it is final.
+starts ``geoservice api`` and ``geoservice worker`` (at its default concurrency unless ``concurrency`` is
+given; ``restart_worker`` changes it) with that database and a queue of its own, and on ``close()`` stops
+both process groups, drops the database and deletes the queue's Redis keys.
+``Stack.run_task`` is one end-to-end run: POST a task, poll it every 50 ms until it is final, while a
+``procwatch.ProcWatch`` records the CPU time of PostgreSQL and of the worker and the worker's peak RSS.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import httpx
 import psycopg
 import redis
+from procwatch import ProcWatch, Usage, group_pids
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("GEOSERVICE_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -37,16 +40,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _status_kb(pid: int, key: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    return None
 
 
 def children(pid: int) -> list[int]:
@@ -77,7 +70,12 @@ class TaskRun:
     server: dict[str, float | None] = field(default_factory=dict)
     worker_task_s: float | None = None
     deliveries: int | None = None
+    #: Largest VmHWM of any process of the worker's process group (main, pool, their children).
     peak_rss_mb: float | None = None
+    #: CPU of PostgreSQL and of the worker during the run, and every worker process's peak RSS.
+    usage: dict[str, Any] | None = None
+    #: What distinguishes the run within its section (e.g. the worker's concurrency).
+    label: str = ""
 
     def phase_durations(self) -> dict[str, float]:
         """Durations of the phases seen while polling (first-seen to next first-seen; +-50 ms)."""
@@ -87,7 +85,7 @@ class TaskRun:
 
 
 class Stack:
-    def __init__(self, logdir: Path, run_id: str | None = None) -> None:
+    def __init__(self, logdir: Path, run_id: str | None = None, concurrency: int | None = None) -> None:
         self.run_id = run_id or secrets.token_hex(4)
         self.db_name = f"geoservice_bench_{self.run_id}"
         self.queue = f"geoservice-bench-{self.run_id}"
@@ -101,6 +99,12 @@ class Stack:
         self.username = f"bench_{self.run_id}"
         self.password = secrets.token_urlsafe(18)
         self.user_id: uuid.UUID | None = None
+        #: ``geoservice worker -c <concurrency>``; None: no -c, the worker's default.
+        self.concurrency = concurrency
+        #: The pool size the running worker reports in its banner.
+        self.worker_concurrency: int | None = None
+        self.worker_logs: list[Path] = []
+        self._postmaster: int | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -120,10 +124,29 @@ class Stack:
                        cwd=ROOT, check=True, capture_output=True)
         self.user_id = self._create_user()
         self._spawn("api", ["api", "--host", "127.0.0.1", "--port", str(self.port)])
-        self._spawn("worker", ["worker", "-c", "2", "--loglevel", "INFO"])
+        self._spawn_worker()
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=600)
         self._wait_ready()
         self.login()
+
+    def _spawn_worker(self) -> None:
+        args = ["worker", "--loglevel", "INFO"]
+        if self.concurrency is not None:
+            args[1:1] = ["-c", str(self.concurrency)]
+        log = "worker" if not self.worker_logs else f"worker-{len(self.worker_logs) + 1}"
+        self.worker_logs.append(self.logdir / f"{log}.log")
+        self.worker_concurrency = None
+        self._spawn("worker", args, log)
+
+    def restart_worker(self, concurrency: int | None) -> None:
+        """Stop the worker (warm shutdown) and start it again with ``-c concurrency`` (None: its default)."""
+        worker = self.procs.pop("worker")
+        if worker.poll() is None:
+            os.kill(worker.pid, signal.SIGTERM)  # the main process only: Celery's warm shutdown ends its pool
+        self._stop_proc(worker, term=False)
+        self.concurrency = concurrency
+        self._spawn_worker()
+        self._wait_ready()
 
     def _create_user(self) -> uuid.UUID:
         """The bench's own analyst (created directly in the database, as the tests and the demo do)."""
@@ -155,8 +178,8 @@ class Stack:
             r = self.client.request(method, url, **kwargs)
         return r
 
-    def _spawn(self, name: str, args: list[str]) -> None:
-        log = (self.logdir / f"{name}.log").open("wb")
+    def _spawn(self, name: str, args: list[str], log_name: str | None = None) -> None:
+        log = (self.logdir / f"{log_name or name}.log").open("wb")
         self.procs[name] = subprocess.Popen([sys.executable, "-m", "geoservice.cli", *args], cwd=ROOT, env=self.env(),
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
@@ -172,12 +195,39 @@ class Stack:
             try:
                 r = self.client.get("/readyz", params={"require_workers": "true"})
                 last = r.text
-                if r.status_code == 200 and len(self.pool_pids()) >= 2:
+                # readyz may still count the heartbeat of a worker stopped a moment ago: also wait for
+                # this worker's own "ready." line and all its pool processes.
+                if r.status_code == 200 and self._worker_started():
                     return
             except httpx.TransportError as exc:
                 last = str(exc)
             time.sleep(0.3)
         raise RuntimeError(f"API/worker not ready after {timeout}s: {last}")
+
+    def _worker_started(self) -> bool:
+        text = self.worker_logs[-1].read_text(errors="replace") if self.worker_logs else ""
+        if self.worker_concurrency is None:
+            m = re.search(r"concurrency: (\d+) \(prefork\)", text)
+            self.worker_concurrency = int(m.group(1)) if m else None
+        return (self.worker_concurrency is not None and " ready." in text
+                and len(self.pool_pids()) >= self.worker_concurrency)
+
+    @staticmethod
+    def _stop_proc(proc: subprocess.Popen[bytes], term: bool = True) -> None:
+        """SIGTERM the process group of ``proc`` (unless ``term`` is False: already sent); SIGKILL it after 20 s."""
+        if term and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
 
     def close(self) -> None:
         """Stop the children, drop the database, delete the queue's Redis keys (each step best effort)."""
@@ -190,14 +240,7 @@ class Stack:
                 except ProcessLookupError:
                     pass
         for proc in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=10)
+            self._stop_proc(proc, term=False)
         if self._db_created:
             try:
                 with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
@@ -226,19 +269,32 @@ class Stack:
         worker = self.procs.get("worker")
         return children(worker.pid) if worker else []
 
-    def reset_peak_rss(self) -> None:
-        for pid in self.pool_pids():
-            try:
-                Path(f"/proc/{pid}/clear_refs").write_text("5")
-            except OSError:
-                pass
+    def worker_pids(self) -> list[int]:
+        """Every process of the worker's process group (the main process, the pool, their children)."""
+        worker = self.procs.get("worker")
+        return group_pids(worker.pid) if worker else []
 
-    def peak_rss_mb(self) -> float | None:
-        peaks = [kb for pid in self.pool_pids() if (kb := _status_kb(pid, "VmHWM")) is not None]
-        return round(max(peaks) / 1024, 1) if peaks else None
+    def postmaster_pid(self) -> int | None:
+        """The PostgreSQL postmaster (parent of one of our backends), if it runs on this machine."""
+        if self._postmaster is None:
+            with self.pg() as conn:
+                backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+                try:
+                    ppid = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    return None
+            if "postgres" in Path(f"/proc/{ppid}/cmdline").read_bytes().decode(errors="replace"):
+                self._postmaster = ppid
+        return self._postmaster
+
+    def watch(self, interval: float = 0.5) -> ProcWatch:
+        """A started ``ProcWatch`` of the worker's process group and PostgreSQL (``.stop()`` returns the usage)."""
+        worker, api = self.procs.get("worker"), self.procs.get("api")
+        return ProcWatch(worker.pid if worker else None, self.postmaster_pid(), self.db_name, interval,
+                         api_pid=api.pid if api else None).start()
 
     def worker_log(self) -> str:
-        return (self.logdir / "worker.log").read_text(errors="replace")
+        return "\n".join(p.read_text(errors="replace") for p in self.worker_logs if p.exists())
 
     def worker_task_seconds(self, task_id: str) -> float | None:
         """Celery's own 'succeeded in X s' of the delivery that ran the task, from the worker log."""
@@ -255,35 +311,52 @@ class Stack:
             r.raise_for_status()
 
     # --- one end-to-end run --------------------------------------------------------------------
-    def run_task(self, body: dict[str, Any], *, poll_s: float = 0.05, timeout_s: float = 3600) -> TaskRun:
-        """POST ``body`` to /api/v1/tasks and poll GET /api/v1/tasks/{id} every ``poll_s`` until final."""
+    def run_task(self, body: dict[str, Any], *, poll_s: float = 0.05, timeout_s: float = 3600,
+                 check: bool = True) -> TaskRun:
+        """POST ``body`` to /api/v1/tasks and poll GET /api/v1/tasks/{id} every ``poll_s`` until final.
+
+        With ``check`` (default) a task that does not end ``successful`` raises; without, the run is
+        returned as it ended (``run.task["status"]``). A timeout or the worker's exit always raises
+        ``TaskFailed``, which carries the run so far (with its resource usage).
+        """
         assert self.client is not None
-        self.reset_peak_rss()
+        watch = self.watch()
+        usage: Usage | None = None
         wall0 = time.time()
         t0 = time.perf_counter()
-        r = self.request("POST", "/api/v1/tasks", json=body)
-        submit = time.perf_counter() - t0
-        if r.status_code != 202:
-            raise RuntimeError(f"submit failed: {r.status_code} {r.text[:500]}")
-        task = r.json()
-        seen: dict[str, float] = {}
-        polls = 0
-        while True:
-            time.sleep(poll_s)
-            snap = self.request("GET", f"/api/v1/tasks/{task['id']}").json()
-            now = time.perf_counter() - t0
-            polls += 1
-            seen.setdefault(snap["status"] if snap["status"] in FINAL else (snap["phase"] or snap["status"]), now)
-            if snap["status"] in FINAL:
-                break
-            if now > timeout_s:
-                raise TimeoutError(f"task {task['id']} not final after {timeout_s}s: {snap['status']}")
-        if snap["status"] != "successful":
-            raise RuntimeError(f"task {task['id']} {snap['status']}: {snap.get('error_code')} "
-                               f"{snap.get('error_message')}; see {self.logdir / 'worker.log'}")
-        run = TaskRun(task_id=task["id"], total=now, submit=submit, phases_seen=seen, task=snap, polls=polls)
+        run: TaskRun | None = None
+        try:
+            r = self.request("POST", "/api/v1/tasks", json=body)
+            submit = time.perf_counter() - t0
+            if r.status_code != 202:
+                raise RuntimeError(f"submit failed: {r.status_code} {r.text[:500]}")
+            task = r.json()
+            run = TaskRun(task_id=task["id"], total=0.0, submit=submit, phases_seen={}, task=task, polls=0)
+            worker = self.procs["worker"]
+            while True:
+                time.sleep(poll_s)
+                snap = self.request("GET", f"/api/v1/tasks/{task['id']}").json()
+                now = time.perf_counter() - t0
+                run.polls += 1
+                run.total, run.task = now, snap
+                run.phases_seen.setdefault(
+                    snap["status"] if snap["status"] in FINAL else (snap["phase"] or snap["status"]), now)
+                if snap["status"] in FINAL:
+                    break
+                if worker.poll() is not None:
+                    raise TaskFailed(f"the worker exited ({worker.returncode}) while task {task['id']} was "
+                                     f"{snap['status']}; see {self.worker_logs[-1]}", run)
+                if now > timeout_s:
+                    raise TaskFailed(f"task {task['id']} not final after {timeout_s}s: {snap['status']}", run)
+        finally:
+            usage = watch.stop()
+            if run is not None:
+                run.usage = usage.as_json()
+                run.peak_rss_mb = usage.peak_rss_mb
+        if check and snap["status"] != "successful":
+            raise TaskFailed(f"task {task['id']} {snap['status']}: {snap.get('error_code')} "
+                             f"{snap.get('error_message')}; see {self.worker_logs[-1]}", run)
         run.server = _server_times(snap, wall0, now)
-        run.peak_rss_mb = self.peak_rss_mb()
         run.worker_task_s = self.worker_task_seconds(task["id"])
         return run
 
@@ -291,6 +364,14 @@ class Stack:
         r = self.request("GET", f"/api/v1/tasks/{task_id}/results")
         r.raise_for_status()
         return r.json()  # type: ignore[no-any-return]
+
+
+class TaskFailed(RuntimeError):
+    """An e2e run that did not end ``successful`` (or timed out, or lost its worker); ``run`` is what was seen."""
+
+    def __init__(self, message: str, run: TaskRun) -> None:
+        super().__init__(message)
+        self.run = run
 
 
 def _ts(value: str | None) -> float | None:

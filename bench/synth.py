@@ -22,7 +22,7 @@ UTM = 32650
 REGION_M = 100_000.0
 CENTRE_LONLAT = (116.4, 39.9)  # Beijing
 #: One random stream per layer, so each layer is the same whatever else a run generates.
-STREAMS = {"io": 1, "points": 2, "buffer": 3, "overlay_a": 4, "overlay_b": 5, "warmup": 6}
+STREAMS = {"io": 1, "points": 2, "buffer": 3, "overlay_a": 4, "overlay_b": 5, "warmup": 6, "small": 7}
 BUFFER_MEAN_RADIUS_M = 500.0
 #: Expected intersecting pairs per feature ~ N * pi * E[(ra + rb)^2] / area, with E[(ra+rb)^2] = 4 r^2 (1 + 1/24).
 PAIRS_CONSTANT = 2.1

@@ -49,8 +49,10 @@ class Settings(BaseSettings):
     # Extra analysis operations, "module:attribute" of an Operation each (comma-separated); API and
     # workers must load the same list. Used for site-specific analyses, and by the tests.
     analysis_plugins: str = ""
-    # Features per chunk when analyses process large inputs.
-    analysis_chunk_size: int = 5000
+    # Chunked execution (issue #11): a task over stored datasets with more features or vertices than one
+    # chunk holds is split into chunks that any worker runs; 0 features turns it off (one piece per task).
+    chunk_features: int = Field(default=10_000, ge=0)
+    chunk_vertices: int = Field(default=1_000_000, ge=1)
 
     # --- HTTP -----------------------------------------------------------------------------
     # Largest accepted request body or upload (bytes); larger ones get 413.

@@ -20,6 +20,8 @@ from geoservice.logging import get_logger
 log = get_logger(__name__)
 
 RUN_ANALYSIS = "geoservice.analysis.run"
+#: Wakes a worker to run the next chunk PostgreSQL picks for it (argument: the task that made it, for logs).
+RUN_CHUNK = "geoservice.analysis.chunk"
 SWEEP = "geoservice.tasks.sweep"
 _PENDING_KEY = "geoservice.enqueue_after_commit"
 
@@ -58,6 +60,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 class TaskQueue(Protocol):
     def send(self, task_id: uuid.UUID) -> None: ...
 
+    def wake_chunks(self, task_id: uuid.UUID, count: int) -> None: ...
+
     def revoke(self, task_id: uuid.UUID) -> None: ...
 
     def close(self) -> None: ...
@@ -74,6 +78,11 @@ class CeleryTaskQueue:
     def send(self, task_id: uuid.UUID) -> None:
         # The Celery task id is the analysis task id, so a revoke can name it.
         self.app.send_task(RUN_ANALYSIS, args=[str(task_id)], task_id=str(task_id), queue=self.settings.task_queue)
+
+    def wake_chunks(self, task_id: uuid.UUID, count: int) -> None:
+        """Send ``count`` chunk wake-ups: each lets one worker take the next chunk the database picks."""
+        for _ in range(count):
+            self.app.send_task(RUN_CHUNK, args=[str(task_id)], queue=self.settings.task_queue)
 
     def revoke(self, task_id: uuid.UUID) -> None:
         """Stop a running attempt at once: the pool process running it is terminated."""

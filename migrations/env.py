@@ -25,9 +25,10 @@ def _include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no
     if type_ == "table" and name in {"spatial_ref_sys"}:
         return False
     # One partition of spatial_data per dataset, made at run time (migration 0006).
-    if type_ == "table" and name and name.startswith("spatial_data_p_"):
+    if type_ == "table" and name and name.startswith(("spatial_data_p_", "analysis_stage_")):
         return False
-    if type_ == "index" and getattr(getattr(obj, "table", None), "name", "").startswith("spatial_data_p_"):
+    if type_ == "index" and getattr(getattr(obj, "table", None), "name", "").startswith(("spatial_data_p_",
+                                                                                         "analysis_stage_")):
         return False
     return alembic_helpers.include_object(obj, name, type_, reflected, compare_to)
 

@@ -13,8 +13,9 @@ from geoservice.config import get_settings
 from geoservice.db.engine import make_engine, make_sessionmaker, transaction
 from geoservice.db.repositories import tasks as repo
 from geoservice.logging import get_logger
-from geoservice.queue import RUN_ANALYSIS
+from geoservice.queue import RUN_ANALYSIS, RUN_CHUNK
 from tasks.app import celery_app
+from tasks.chunks import run_next_chunk
 from tasks.runner import WorkerContext, execute
 
 log = get_logger(__name__)
@@ -56,4 +57,12 @@ def run_analysis(self: Task, task_id: str, **_kwargs: Any) -> str:
     outcome = execute(uuid.UUID(task_id), context())
     log.info("task delivery done", task_id=task_id, outcome=outcome, redelivered=bool(
         (self.request.delivery_info or {}).get("redelivered")))
+    return outcome
+
+
+@celery_app.task(name=RUN_CHUNK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_chunk(task_id: str | None = None, **_kwargs: Any) -> str:
+    """Run the next chunk PostgreSQL picks (``task_id``: the task whose plan sent this wake-up, for logs)."""
+    outcome = run_next_chunk(context())
+    log.info("chunk delivery done", woken_by=task_id, outcome=outcome)
     return outcome

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -63,21 +64,39 @@ class ProgressReporter:
         self.phase("computing", fraction)
 
 
-class LeaseKeeper(threading.Thread):
-    """Renew the lease every lease/3 s while the task runs; flag the reporter when the lease is lost."""
+class ChunkReporter:
+    """The progress callback of a chunk: progress is counted by chunks (``chunks_done``), so nothing is
+    written here; it only stops the chunk once its lease is lost (the task was dismissed, or taken over)."""
 
-    def __init__(self, factory: sessionmaker[Session], reporter: ProgressReporter, lease_s: int) -> None:
+    def __init__(self, chunk_id: uuid.UUID) -> None:
+        self.task_id = chunk_id
+        self.lost = threading.Event()
+
+    def computing(self, _fraction: float, _message: str = "computing") -> None:
+        if self.lost.is_set():
+            raise TaskCancelled("the chunk was dismissed or taken over by another attempt")
+
+
+class LeaseKeeper(threading.Thread):
+    """Renew a lease every lease/3 s while its work runs; flag the reporter when the lease is lost.
+
+    ``renew`` renews it in a session (default: the reporter's task lease)."""
+
+    def __init__(self, factory: sessionmaker[Session], reporter: ProgressReporter | ChunkReporter, lease_s: int,
+                 renew: Callable[[Session], bool] | None = None) -> None:
         super().__init__(name=f"lease-{reporter.task_id}", daemon=True)
         self.factory = factory
         self.reporter = reporter
         self.lease_s = lease_s
+        self.renew = renew or (lambda s: repo.renew_lease(s, reporter.task_id, reporter.owner,  # type: ignore[union-attr]
+                                                          lease_s))
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(max(self.lease_s / 3, 0.5)):
             try:
                 with transaction(self.factory) as session:
-                    held = repo.renew_lease(session, self.reporter.task_id, self.reporter.owner, self.lease_s)
+                    held = self.renew(session)
             except Exception:
                 log.warning("lease renewal failed", task_id=str(self.reporter.task_id), exc_info=True)
                 continue

@@ -11,15 +11,17 @@ import uuid
 from dataclasses import dataclass
 
 from billiard.exceptions import SoftTimeLimitExceeded
-from geopandas import GeoDataFrame
 from sqlalchemy.orm import Session, sessionmaker
 
 from geoservice.config import Settings
 from geoservice.db.engine import transaction
+from geoservice.db.repositories import chunks as chunks_repo
 from geoservice.db.repositories import tasks as repo
 from geoservice.errors import GeoserviceError
 from geoservice.logging import get_logger
+from geoservice.queue import CeleryTaskQueue, TaskQueue
 from geoservice.services import analyses
+from geoservice.services.analyses import chunked
 from geoservice.services.auth import principal_for_user
 from tasks.progress import LeaseKeeper, ProgressReporter, TaskCancelled
 
@@ -31,6 +33,12 @@ HOST = socket.gethostname()
 class WorkerContext:
     settings: Settings
     factory: sessionmaker[Session]
+    queue: TaskQueue | None = None  # a producer, to wake workers for chunks (made on first use)
+
+    def producer(self) -> TaskQueue:
+        if self.queue is None:
+            self.queue = CeleryTaskQueue(self.settings)
+        return self.queue
 
 
 def _pid_alive(pid: int) -> bool:
@@ -77,8 +85,7 @@ def execute(task_id: uuid.UUID, ctx: WorkerContext) -> str:
     keeper = LeaseKeeper(factory, reporter, settings.task_lease_s)
     keeper.start()
     try:
-        _run(claim, reporter, ctx)
-        return "successful"
+        return _run(claim, reporter, ctx)
     except TaskCancelled:
         log.info("task stopped: dismissed or taken over", task_id=str(task_id))
         return "dismissed"
@@ -101,21 +108,36 @@ def _fail(factory: sessionmaker[Session], claim: repo.Claim, message: str, code:
         repo.fail(session, claim.task_id, message, code, owner=claim.owner)
 
 
-def _run(claim: repo.Claim, reporter: ProgressReporter, ctx: WorkerContext) -> None:
+def _run(claim: repo.Claim, reporter: ProgressReporter, ctx: WorkerContext) -> str:
+    """Finalise a chunked task, or plan one (its chunks then run anywhere), or run it as one piece."""
+    with transaction(ctx.factory) as session:
+        principal = principal_for_user(session, claim.created_by, via="internal")
+        prepared = analyses.prepare(session, principal, claim.analysis_type, claim.parameters,
+                                    plugins=ctx.settings.analysis_plugins, check_output_name=False)
+        if chunks_repo.get_plan(session, claim.task_id) is not None:  # its chunks are all done
+            if not chunked.finalise(session, claim, prepared):
+                raise TaskCancelled("lease lost before finalising")
+            return "successful"
+        chunks = chunked.plan(session, ctx.settings, claim, prepared)
+    if chunks is not None:
+        wake_chunks(ctx, claim.task_id, chunks)
+        log.info("task planned in chunks", task_id=str(claim.task_id), chunks=chunks)
+        return "planned"
     reporter.phase("loading")
-    prepared, layers = _load(ctx, claim)
+    with transaction(ctx.factory) as session:
+        layers = analyses.load_layers(session, prepared, field_prefix="parameters.")
     reporter.phase("computing")
     output = analyses.compute(prepared.request, layers, reporter.computing)
     reporter.phase("storing")
     with transaction(ctx.factory) as session:
         if not analyses.store_task_result(session, claim, prepared, output):
             raise TaskCancelled("lease lost before storing")
+    return "successful"
 
 
-def _load(ctx: WorkerContext, claim: repo.Claim) -> tuple[analyses.Prepared, dict[str, GeoDataFrame]]:
-    """Check the request again as its owner (access may have changed since it was accepted) and load it."""
-    with transaction(ctx.factory) as session:
-        principal = principal_for_user(session, claim.created_by, via="internal")
-        prepared = analyses.prepare(session, principal, claim.analysis_type, claim.parameters,
-                                    plugins=ctx.settings.analysis_plugins, check_output_name=False)
-        return prepared, analyses.load_layers(session, prepared, field_prefix="parameters.")
+def wake_chunks(ctx: WorkerContext, task_id: uuid.UUID, count: int) -> None:
+    """Wake a worker per chunk (a lost wake-up is re-sent by the sweeper)."""
+    try:
+        ctx.producer().wake_chunks(task_id, count)
+    except Exception:
+        log.exception("could not wake workers for the chunks", task_id=str(task_id))

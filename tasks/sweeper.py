@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import uuid
 
 import redis
 from sqlalchemy import text
@@ -17,7 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from geoservice import heartbeat
 from geoservice.config import Settings
+from geoservice.db import chunk_io, gis_io
 from geoservice.db.engine import make_engine, make_sessionmaker, transaction
+from geoservice.db.repositories import chunks as chunks_repo
 from geoservice.db.repositories import tasks as repo
 from geoservice.logging import get_logger
 from geoservice.queue import CeleryTaskQueue, TaskQueue
@@ -40,7 +43,33 @@ def sweep_once(factory: sessionmaker[Session], queue: TaskQueue, settings: Setti
             queue.send(task_id)
             repo.mark_enqueued(session, [task_id])
             log.info("sweeper re-sent task", task_id=str(task_id), status=status)
+        lost = _sweep_chunks(session, settings)
+    if lost:  # after the commit: until then the stamped chunks are locked, and woken workers would skip them
+        queue.wake_chunks(uuid.UUID(int=0), min(lost, 1000))
+        log.info("sweeper woke workers for chunks", count=lost)
+    _drop_stale_stages(factory)
     return len(candidates)
+
+
+def _sweep_chunks(session: Session, settings: Settings) -> int:
+    """Fail tasks whose chunk used up its attempts (naming it); return how many chunks nobody took."""
+    for chunk_id, task_id, seq, total, attempts in chunks_repo.exhausted(session, settings.task_queue):
+        message = f"gave up after {attempts} attempts: the worker running it was lost each time"
+        chunks_repo.fail(session, chunk_id, message, "MaxAttemptsExceeded")
+        if repo.fail(session, task_id, f"chunk {seq + 1} of {total}: {message}", "MaxAttemptsExceeded"):
+            chunks_repo.dismiss_for_task(session, task_id)
+        log.warning("task failed: a chunk used up its attempts", task_id=str(task_id), chunk=seq)
+    return chunks_repo.sweep(session, settings.task_queue, settings.sweeper_accepted_grace_s)
+
+
+def _drop_stale_stages(factory: sessionmaker[Session]) -> None:
+    """Drop the staging tables of failed and dismissed chunked tasks: they leave no rows behind."""
+    with transaction(factory) as session:
+        for task_id, table, dataset_id in chunks_repo.stale_stages(session):
+            chunk_io.drop_stage(session, table)
+            chunk_io.drop_stage(session, gis_io.partition_name(dataset_id))
+            chunks_repo.mark_cleaned(session, task_id)
+            log.info("dropped the staging table of an unfinished task", task_id=str(task_id))
 
 
 class Housekeeper(threading.Thread):

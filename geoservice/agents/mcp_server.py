@@ -116,7 +116,9 @@ async def _follow(ctx: ServerRequestContext[Any, Any], rt: AgentRuntime, princip
                                       timeout=s.mcp_task_wait_s, heartbeat=s.mcp_progress_heartbeat_s):
         if snap is not None:  # None: nothing changed for a while; repeat the last progress as a heartbeat
             progress = max(progress, snap.progress)  # progress never goes back
-            message = f"task {snap.status}" + (f": {snap.phase}" if snap.phase and snap.phase != snap.status else "")
+            message = f"task {task_id} {snap.status}" + (
+                f": {snap.phase}" if snap.phase and snap.phase != snap.status else "") + (
+                f" ({snap.chunks_done}/{snap.chunks_total} chunks)" if snap.chunks_total else "")
             final = snap if snap.final else None
         await ctx.session.report_progress(progress, 100.0, message)
     if final is None:

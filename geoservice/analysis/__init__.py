@@ -27,7 +27,7 @@ from geoservice.analysis.reproject import ReprojectParams
 from geoservice.analysis.summary import geodesic_summary
 
 
-def _summarised(output: AnalysisOutput) -> AnalysisOutput:
+def summarised(output: AnalysisOutput) -> AnalysisOutput:
     """Add the shared layer summary (count, extent, geodesic area/length) to the metadata."""
     if not len(output.gdf):
         summary: dict[str, Any] = {"feature_count": 0}
@@ -43,21 +43,21 @@ def _run_reproject(layers: Mapping[str, GeoDataFrame], params: Any, progress: Pr
 
 
 def _run_buffer(layers: Mapping[str, GeoDataFrame], params: Any, progress: ProgressFn) -> AnalysisOutput:
-    return _summarised(_buffer.buffer(layers["input"], params, progress))
+    return summarised(_buffer.buffer(layers["input"], params, progress))
 
 
 def _run_overlay(layers: Mapping[str, GeoDataFrame], params: Any, progress: ProgressFn) -> AnalysisOutput:
-    return _summarised(_overlay.overlay(layers["input"], layers["overlay"], params, progress))
+    return summarised(_overlay.overlay(layers["input"], layers["overlay"], params, progress))
 
 
 OPERATIONS: Registry = (
     Registry()
     .with_operation(Operation("reproject", "Reproject a layer to another CRS", ReprojectParams, ("input",),
-                              _run_reproject))
+                              _run_reproject, chunking="map"))
     .with_operation(Operation("buffer", "Buffer features by a distance with units", BufferParams, ("input",),
                               _run_buffer))
     .with_operation(Operation("overlay", "Overlay a layer with polygons (intersect, clip, erase, identity, union, "
                               "update, xor)", OverlayParams, ("input", "overlay"), _run_overlay))
 )
 
-__all__ = ["OPERATIONS", "AnalysisOutput", "Operation", "ProgressFn", "Registry"]
+__all__ = ["OPERATIONS", "AnalysisOutput", "Operation", "ProgressFn", "Registry", "summarised"]

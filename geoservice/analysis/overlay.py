@@ -98,6 +98,10 @@ def overlay_planar(a: np.ndarray, b: np.ndarray | None, op: str, grid_size: floa
     return PLANAR_OPS[op](a, np.asarray(b, dtype=object), grid_size=grid_size)
 
 
+INPUT_SIDE, OVERLAY_SIDE = "input", "overlay"
+BOTH_SIDES = frozenset({INPUT_SIDE, OVERLAY_SIDE})
+
+
 def overlay(
     gdf: GeoDataFrame, overlay_gdf: GeoDataFrame, params: OverlayParams, progress: ProgressFn | None = None
 ) -> AnalysisOutput:
@@ -112,9 +116,19 @@ def overlay(
     Returns:
         The pieces in the input's CRS, with metadata (operation, counts, repairs).
     """
+    return overlay_keyed(gdf, overlay_gdf, params, progress)[0]
+
+
+def overlay_keyed(
+    gdf: GeoDataFrame, overlay_gdf: GeoDataFrame, params: OverlayParams, progress: ProgressFn | None = None,
+    *, sides: frozenset[str] = BOTH_SIDES,
+) -> tuple[AnalysisOutput, np.ndarray, np.ndarray]:
+    """``overlay`` plus each piece's source features (index labels; -1: no such side). ``sides`` limits it to
+    the pieces of the input features (pairs, remainders, clips) or of the overlay features (their parts outside
+    the input, update's copies): chunks of either layer then make each piece exactly once."""
     progress = progress or no_progress
     overlay_gdf = _same_crs(gdf, overlay_gdf)
-    if len(gdf) == 0:
+    if len(gdf) == 0 and INPUT_SIDE in sides:
         raise EmptyInput("the input has no features", field="input")
     op = params.operation
     a_attrs = _select(gdf, params.input_fields, "input_fields")
@@ -127,13 +141,13 @@ def overlay(
         pieces = _pairwise(a, b, op, params.grid_size)
         progress(1.0, "computing")
     else:
-        pieces = [(*p, np.full(len(p[0]), -1)) for p in _compute(a, b, op, params.grid_size, progress)]
+        pieces = [(*p, np.full(len(p[0]), -1)) for p in _compute(a, b, op, params.grid_size, progress, sides)]
     geoms, ia, ib, pair = (np.concatenate(x) if x else np.empty(0) for x in zip(*pieces, strict=True))
     ia, ib, pair = ia.astype(np.intp), ib.astype(np.intp), pair.astype(np.intp)
     n_raw = len(geoms)
-    if params.keep_geom_type:
-        target = np.where(ia >= 0, shapely.get_dimensions(a[np.maximum(ia, 0)]), 2)
-        geoms = keep_dimension(geoms, target)
+    if params.keep_geom_type:  # an overlay-side chunk may have no input features at all
+        dims_a = shapely.get_dimensions(a[np.maximum(ia, 0)]) if len(a) else np.zeros(len(ia), np.intp)
+        geoms = keep_dimension(geoms, np.where(ia >= 0, dims_a, 2))
     keep = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
     geoms, ia, ib, pair = geoms[keep], ia[keep], ib[keep], pair[keep]
     # Input order; per input: pairs, then its remainder (pairwise: pair by pair, input side first).
@@ -161,7 +175,10 @@ def overlay(
         "keep_geom_type": params.keep_geom_type,
         "pairwise": params.pairwise,
     }
-    return AnalysisOutput(gdf=out, metadata=meta)
+    labels_a, labels_b = np.asarray(gdf.index), np.asarray(overlay_gdf.index)
+    keys_a = np.where(ia >= 0, labels_a[np.maximum(ia, 0)] if len(labels_a) else -1, -1)
+    keys_b = np.where(ib >= 0, labels_b[np.maximum(ib, 0)] if len(labels_b) else -1, -1)
+    return AnalysisOutput(gdf=out, metadata=meta), keys_a, keys_b
 
 
 def keep_dimension(geoms: np.ndarray, dims: np.ndarray) -> np.ndarray:
@@ -242,15 +259,17 @@ def _prepare(layer: GeoDataFrame, name: str, *, polygons: bool, op: str) -> tupl
     return geoms, int(bad.sum())
 
 
-def _compute(a: np.ndarray, b: np.ndarray, op: str, grid: float | None, progress: ProgressFn) -> list[tuple]:
+def _compute(a: np.ndarray, b: np.ndarray, op: str, grid: float | None, progress: ProgressFn,
+             sides: frozenset[str] = BOTH_SIDES) -> list[tuple]:
     """Return (geoms, input index, overlay index) piece arrays; -1 marks an absent side."""
     kinds = PIECES[op]
-    tree_b = shapely.STRtree(b)
-    b_side = "b_rest" in kinds
-    steps = -(-len(a) // CHUNK_SIZE) + (-(-len(b) // CHUNK_SIZE) if b_side else 0)
+    a_side = INPUT_SIDE in sides
+    b_side = "b_rest" in kinds and OVERLAY_SIDE in sides
+    tree_b = shapely.STRtree(b) if a_side else None
+    steps = max((-(-len(a) // CHUNK_SIZE) if a_side else 0) + (-(-len(b) // CHUNK_SIZE) if b_side else 0), 1)
     done, pieces = 0, []
     try:
-        for start in range(0, len(a), CHUNK_SIZE):
+        for start in range(0, len(a) if a_side else 0, CHUNK_SIZE):
             idx = np.arange(start, min(start + CHUNK_SIZE, len(a)))
             pieces += _side_pieces(a, idx, b, tree_b, kinds, grid, a_side=True)
             done += 1
@@ -264,7 +283,7 @@ def _compute(a: np.ndarray, b: np.ndarray, op: str, grid: float | None, progress
                 progress(done / steps, "computing")
     except shapely.errors.GEOSException as exc:
         raise InvalidGeometry(f"overlay failed ({exc}); try a grid_size (snap rounding)") from exc
-    if "b_all" in kinds:
+    if "b_all" in kinds and OVERLAY_SIDE in sides:
         ib = np.flatnonzero(~shapely.is_missing(b))
         pieces.append((_snap(b[ib], grid), np.full(len(ib), -1), ib))
     return pieces

@@ -17,13 +17,18 @@ Runner = Callable[[Mapping[str, GeoDataFrame], Any, ProgressFn], AnalysisOutput]
 
 @dataclass(frozen=True)
 class Operation:
-    """One analysis: its params model, which params fields are input layers, and the pure function."""
+    """One analysis: its params model, which params fields are input layers, and the pure function.
+
+    ``chunking="map"`` says the operation maps each input feature to at most one output feature on its own
+    (no feature depends on another), so a large input may run as chunks over many workers (issue #11).
+    """
 
     name: str
     title: str
     params_model: type[BaseModel]
     inputs: tuple[str, ...]
     run: Runner
+    chunking: str | None = None
 
 
 class Registry(Mapping[str, Operation]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,6 +37,7 @@ class State(TypedDict):
     redis: redis.Redis
     queue: TaskQueue
     mcp: StreamableHTTPSessionManager  # agents' MCP over streamable HTTP (issue #7), one per lifespan run
+    db_slots: asyncio.Semaphore  # requests holding a database session at once (see api/deps.db_slot)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,7 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 # kept out of the garbage collector's full passes, which otherwise cost every request.
                 gc.freeze()
                 yield State(settings=settings, engine=engine, sessionmaker=factory, redis=client, queue=queue,
-                            mcp=mcp_sessions)
+                            mcp=mcp_sessions,
+                            db_slots=asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow))
         finally:
             queue.close()
             client.close()

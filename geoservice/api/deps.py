@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, cast
 
 from fastapi import Depends, Request
@@ -34,7 +34,19 @@ def get_queue(request: Request) -> TaskQueue:
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
-def get_session(request: Request) -> Iterator[Session]:
+async def db_slot(request: Request) -> AsyncIterator[None]:
+    """Wait (in the event loop, holding no thread) for one of the pool's connections to be free.
+
+    A session is opened in one worker thread and used and closed in others; if more requests than the pool
+    has connections each held a thread while waiting for one, the requests holding the connections could
+    get no thread to finish on, and everything would stall until the pool's timeout. Counting requests in
+    here, before any thread is taken, keeps the number of sessions within the pool.
+    """
+    async with request.state.db_slots:
+        yield
+
+
+def get_session(request: Request, _slot: Annotated[None, Depends(db_slot)]) -> Iterator[Session]:
     """Yield a session; commit when the handler succeeds, then run the after-commit hooks.
 
     GET and HEAD requests get a read-only transaction: a read never writes (the one exception, an API key's

@@ -55,7 +55,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _clean(value: Any) -> Any:
-    if value is None or value is pd.NaT:
+    if value is None or value is pd.NaT or value is pd.NA:  # pd.NA: a missing nullable int/bool (not "<NA>")
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -125,6 +125,11 @@ def copy_features(
     return len(wkb)
 
 
+def index_and_attach(session: Session, dataset_id: uuid.UUID, srid: int) -> None:
+    """Index a dataset's filled partition table once and attach it (a staged result becomes visible at commit)."""
+    _attach(raw_connection(session), sql.Identifier(partition_name(dataset_id)), dataset_id, srid)
+
+
 def _attach(conn: psycopg.Connection[Any], part: sql.Identifier, dataset_id: uuid.UUID, srid: int) -> None:
     value = sql.Literal(str(dataset_id))
     for ddl in (
@@ -161,13 +166,14 @@ def frame_from_rows(
     names = [f["name"] for f in fields]
     records = [r[2] or {} for r in rows]
     frame = pd.DataFrame.from_records(records, columns=names) if names else pd.DataFrame(index=range(len(rows)))
-    frame = _restore_types(frame, fields)
+    frame = restore_types(frame, fields)
     gdf = GeoDataFrame(frame, geometry=geoms, crs=crs)
     gdf.index = pd.Index(fids, name="fid")
     return gdf, fids
 
 
-def _restore_types(frame: pd.DataFrame, fields: Sequence[dict[str, Any]]) -> pd.DataFrame:
+def restore_types(frame: pd.DataFrame, fields: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Give attribute columns read from JSONB the pandas types of their recorded field types."""
     for field in fields:
         name, kind = field["name"], field.get("type")
         if name not in frame.columns:

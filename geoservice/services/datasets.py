@@ -88,8 +88,9 @@ def store_layer(
         crs=label,
         geometry_type=geometry_family(gdf, allow_mixed=analysis_output),
         feature_count=len(gdf),
+        vertex_count=int(shapely.get_num_coordinates(np.asarray(gdf.geometry.array, dtype=object)).sum()),
         extent=bounds,
-        extent_crs84=_bounds_crs84(crs, bounds),
+        extent_crs84=bounds_crs84(crs, bounds),
         fields=infer_fields(gdf),
         source=source,
     )
@@ -112,7 +113,7 @@ def _feature_ids(gdf: GeoDataFrame) -> tuple[GeoDataFrame, np.ndarray | None]:
     return gdf.drop(columns="fid").iloc[order].reset_index(drop=True), fids[order]
 
 
-def _bounds_crs84(crs: CRS, bounds: list[float] | None) -> list[float] | None:
+def bounds_crs84(crs: CRS, bounds: list[float] | None) -> list[float] | None:
     """The lon/lat box of ``bounds`` (in ``crs``), for display only: a ballpark operation is good enough."""
     if bounds is None or same_crs(crs, CRS84):
         return bounds
@@ -124,13 +125,20 @@ def _bounds_crs84(crs: CRS, bounds: list[float] | None) -> list[float] | None:
     return transform_bounds(bounds, transformer, CRS84)
 
 
-def infer_fields(gdf: GeoDataFrame) -> list[dict[str, str]]:
-    """Describe the attribute columns in order, so exports can restore their types."""
-    out = []
+def infer_fields(gdf: GeoDataFrame, unknown: str | None = "str") -> list[dict[str, str | None]]:
+    """Describe the attribute columns in order, so exports can restore their types.
+
+    ``unknown`` (given): the type of a column that holds no value at all (a chunk of a larger output says None,
+    so that the chunks' types add up to what the whole output's would be).
+    """
+    out: list[dict[str, str | None]] = []
     for column in gdf.columns:
         if column == gdf.geometry.name:
             continue
-        out.append({"name": str(column), "type": _field_type(gdf[column])})
+        kind: str | None = _field_type(gdf[column])
+        if unknown != "str" and not gdf[column].notna().any():
+            kind = unknown
+        out.append({"name": str(column), "type": kind})
     return out
 
 
@@ -176,6 +184,11 @@ def get_dataset(session: Session, dataset_id: uuid.UUID, principal: Principal, *
 def dataset_crs(dataset: Dataset) -> CRS:
     """Return the dataset's CRS object."""
     return _crs_from_label(dataset.crs)
+
+
+def dataset_crs_of(label: str) -> CRS:
+    """Return the CRS object of a stored CRS label (``EPSG:4326``, or WKT)."""
+    return _crs_from_label(label)
 
 
 @lru_cache(maxsize=256)

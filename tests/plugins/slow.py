@@ -30,4 +30,4 @@ def _run(layers: Mapping[str, GeoDataFrame], params: Any, progress: ProgressFn) 
 
 
 OPERATION = Operation("slow_reproject", "Reprojection with a paced computing phase (tests)", SlowReprojectParams,
-                      ("input",), _run)
+                      ("input",), _run, chunking="map")  # on a large dataset: every chunk takes ``seconds``

@@ -15,7 +15,15 @@ from starlette.concurrency import run_in_threadpool
 
 from geoservice.agents import service
 from geoservice.agents.tools import openai_function
-from geoservice.api.deps import CurrentUser, SessionDep, SessionmakerDep, SettingsDep, get_principal, get_sessionmaker
+from geoservice.api.deps import (
+    CurrentUser,
+    SessionDep,
+    SessionmakerDep,
+    SettingsDep,
+    db_slot,
+    get_principal,
+    get_sessionmaker,
+)
 from geoservice.api.schemas.agents import (
     AgentSessionCreate,
     AgentSessionRead,
@@ -37,7 +45,7 @@ def get_runtime(request: Request) -> service.AgentRuntime:
     return service.AgentRuntime(state.settings, state.sessionmaker, state.redis, state.queue)
 
 
-def short_lived_principal(request: Request) -> Principal:
+def short_lived_principal(request: Request, _slot: Annotated[None, Depends(db_slot)]) -> Principal:
     """Authenticate as ``CurrentUser`` does, in a transaction of its own that ends at once.
 
     A tool call opens its own short transactions; holding the dependency's connection while it runs would

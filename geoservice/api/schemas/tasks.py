@@ -86,6 +86,8 @@ class TaskRead(BaseModel):
     error_message: str | None
     error_code: str | None
     result_dataset_id: uuid.UUID | None
+    chunks_total: int | None = Field(default=None, description="chunks the task runs in (None: one piece)")
+    chunks_done: int = 0
     supermap_request: dict[str, Any] | None
     supermap_result: dict[str, Any] | list[Any] | None  # batch overlay and coordtransfer results are arrays
     links: dict[str, str] = {}

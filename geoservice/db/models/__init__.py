@@ -1,6 +1,7 @@
 """All ORM models; importing this package registers every table (Alembic relies on it)."""
 
 from geoservice.db.models.agent import AgentEvent, AgentSession, AgentTool, AgentToolInvocation
+from geoservice.db.models.chunk import AnalysisChunk, AnalysisPlan
 from geoservice.db.models.dataset import Dataset, DatasetShare, SpatialData
 from geoservice.db.models.task import AnalysisResult, AnalysisTask, TaskStatus
 from geoservice.db.models.user import (
@@ -19,6 +20,8 @@ __all__ = [
     "AgentSession",
     "AgentTool",
     "AgentToolInvocation",
+    "AnalysisChunk",
+    "AnalysisPlan",
     "AnalysisResult",
     "AnalysisTask",
     "Dataset",

@@ -13,6 +13,7 @@ from typing import Any
 
 from geoalchemy2 import Geometry
 from sqlalchemy import (
+    BigInteger,
     Computed,
     Float,
     ForeignKey,
@@ -45,6 +46,8 @@ class Dataset(UUIDPk, Timestamps, Base):
     crs: Mapped[str] = mapped_column(Text)
     geometry_type: Mapped[str] = mapped_column(String(50))
     feature_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Coordinates in all features (None for datasets stored before it was recorded): sizes chunk plans.
+    vertex_count: Mapped[int | None] = mapped_column(BigInteger)
     # [minx, miny, maxx, maxy] in the native CRS, and in CRS84 (for listing and bbox queries).
     extent: Mapped[list[float] | None] = mapped_column(ARRAY(Float))
     extent_crs84: Mapped[list[float] | None] = mapped_column(ARRAY(Float))

@@ -74,6 +74,9 @@ class AnalysisTask(UUIDPk, Timestamps, Base):
     result_dataset_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("datasets.id", ondelete="SET NULL")
     )
+    # --- chunked execution (issue #11): None for a task run as one piece ---------------------------------
+    chunks_total: Mapped[int | None] = mapped_column(Integer)
+    chunks_done: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 
 class AnalysisResult(UUIDPk, CreatedAt, Base):

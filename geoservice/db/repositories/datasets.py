@@ -91,6 +91,10 @@ def list_page(session: Session, visible: ColumnElement[bool], *, limit: int, off
     return rows.scalars().all(), int(total)
 
 
+def set_vertex_count(session: Session, dataset_id: uuid.UUID, count: int) -> None:
+    session.execute(text("UPDATE datasets SET vertex_count = :n WHERE id = :id"), {"id": dataset_id, "n": count})
+
+
 def add(session: Session, **values: Any) -> Dataset:
     dataset = Dataset(**values)
     session.add(dataset)

@@ -118,14 +118,21 @@ def mark_enqueued(session: Session, task_ids: Sequence[uuid.UUID]) -> int:
 
 # --- running them --------------------------------------------------------------------------------------
 
+#: ``lease_owner`` of a task whose chunks are running (issue #11): no single process holds it, its chunks
+#: have leases of their own, and it is claimed again (not counting an attempt) once they are all done.
+FANNED_OUT = "fan-out"
+
 _CLAIM = text(f"""
 UPDATE analysis_tasks
-   SET status = '{RUNNING}', attempts = attempts + 1, lease_owner = :owner,
-       lease_expires_at = now() + make_interval(secs => :lease), started_at = coalesce(started_at, now()),
-       phase = 'starting', updated_at = now(), error_message = NULL, error_code = NULL
+   SET status = '{RUNNING}', attempts = attempts + CASE WHEN lease_owner = '{FANNED_OUT}' THEN 0 ELSE 1 END,
+       lease_owner = :owner, lease_expires_at = now() + make_interval(secs => :lease),
+       started_at = coalesce(started_at, now()),
+       phase = CASE WHEN lease_owner = '{FANNED_OUT}' THEN 'storing' ELSE 'starting' END,
+       updated_at = now(), error_message = NULL, error_code = NULL
  WHERE id = :id AND cancel_requested_at IS NULL
    AND (status = '{ACCEPTED}'
-        OR (status = '{RUNNING}' AND (lease_expires_at < now() OR lease_owner = ANY(:dead_owners))))
+        OR (status = '{RUNNING}' AND (lease_expires_at < now() OR lease_owner = ANY(:dead_owners)))
+        OR (status = '{RUNNING}' AND lease_owner = '{FANNED_OUT}' AND chunks_done >= chunks_total))
 RETURNING attempts, max_attempts, analysis_type, parameters, created_by, name, supermap_request
 """)
 
@@ -166,6 +173,30 @@ def write_progress(session: Session, task_id: uuid.UUID, owner: str, progress: f
         {"id": task_id, "owner": owner, "p": round(min(max(progress, 0.0), 100.0), 2), "phase": phase},
     ).one_or_none()
     return row is not None
+
+
+def fan_out(session: Session, task_id: uuid.UUID, owner: str, chunks_total: int) -> bool:
+    """Hand a claimed task over to its ``chunks_total`` chunks (its plan is written in the same transaction)."""
+    row = session.execute(
+        text(f"UPDATE analysis_tasks SET lease_owner = '{FANNED_OUT}', lease_expires_at = NULL, chunks_done = 0, "
+             "chunks_total = :n, phase = 'computing', progress = 10, updated_at = now() "
+             f"WHERE id = :id AND lease_owner = :owner AND status = '{RUNNING}' RETURNING 1"),
+        {"id": task_id, "owner": owner, "n": chunks_total},
+    ).one_or_none()
+    return row is not None
+
+
+def chunk_done(session: Session, task_id: uuid.UUID, work_done: float) -> tuple[int, int] | None:
+    """Count one more successful chunk (under the task row's lock, so exactly one caller sees the last one);
+    progress is the share of the work done (0-1). Returns (done, total), None if the task is not fanned out."""
+    row = session.execute(
+        text("UPDATE analysis_tasks SET chunks_done = chunks_done + 1, updated_at = now(), "
+             "progress = round(CAST(10 + 85 * least(greatest(:w, 0), 1) AS numeric), 2) "
+             f"WHERE id = :id AND status = '{RUNNING}' AND lease_owner = '{FANNED_OUT}' "
+             "RETURNING chunks_done, chunks_total"),
+        {"id": task_id, "w": work_done},
+    ).one_or_none()
+    return None if row is None else (int(row[0]), int(row[1]))
 
 
 def lock_if_holding(session: Session, task_id: uuid.UUID, owner: str) -> AnalysisTask | None:
@@ -262,7 +293,8 @@ def snapshot(session: Session, task_id: uuid.UUID) -> Row[Any] | None:
     return session.execute(
         select(AnalysisTask.id, AnalysisTask.created_by, AnalysisTask.status, AnalysisTask.progress,
                AnalysisTask.phase, AnalysisTask.error_code, AnalysisTask.error_message,
-               AnalysisTask.result_dataset_id, AnalysisTask.updated_at).where(AnalysisTask.id == task_id)
+               AnalysisTask.result_dataset_id, AnalysisTask.updated_at, AnalysisTask.chunks_total,
+               AnalysisTask.chunks_done).where(AnalysisTask.id == task_id)
     ).one_or_none()
 
 
@@ -288,7 +320,10 @@ def sweep_candidates(session: Session, queue: str, accepted_grace_s: int, limit:
     rows = session.execute(
         text("SELECT id, status FROM analysis_tasks WHERE queue = :q AND "
              "coalesce(enqueued_at, created_at) < now() - make_interval(secs => :g) AND "
-             f"(status = '{ACCEPTED}' OR (status = '{RUNNING}' AND lease_expires_at < now())) "
+             f"(status = '{ACCEPTED}' OR (status = '{RUNNING}' AND lease_expires_at < now()) "
+             # a fanned-out task whose chunks are all done but that nobody finalised (its worker died)
+             f"OR (status = '{RUNNING}' AND lease_owner = '{FANNED_OUT}' AND chunks_done >= chunks_total "
+             "AND updated_at < now() - make_interval(secs => :g))) "
              "ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED"),
         {"q": queue, "g": accepted_grace_s, "limit": limit},
     ).all()

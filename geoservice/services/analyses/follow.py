@@ -37,6 +37,8 @@ class Snapshot:
     error_message: str | None
     result_dataset_id: uuid.UUID | None
     updated_at: datetime
+    chunks_total: int | None = None
+    chunks_done: int = 0
 
     @property
     def final(self) -> bool:
@@ -47,6 +49,7 @@ class Snapshot:
         return {"id": str(self.id), "status": self.status, "progress": self.progress, "phase": self.phase,
                 "error_code": self.error_code, "error_message": self.error_message,
                 "result_dataset_id": str(self.result_dataset_id) if self.result_dataset_id else None,
+                "chunks_total": self.chunks_total, "chunks_done": self.chunks_done,
                 "updated_at": self.updated_at.isoformat()}
 
 
@@ -57,7 +60,7 @@ def read_snapshot(factory: sessionmaker[Session], principal: Principal, task_id:
     if row is None or not can_change(row.created_by, principal):
         raise NotFound(f"task {task_id} not found", field="task_id")
     return Snapshot(row.id, row.status, float(row.progress or 0), row.phase, row.error_code, row.error_message,
-                    row.result_dataset_id, row.updated_at)
+                    row.result_dataset_id, row.updated_at, row.chunks_total, int(row.chunks_done or 0))
 
 
 async def follow(factory: sessionmaker[Session], principal: Principal, task_id: uuid.UUID, *,
@@ -78,7 +81,7 @@ async def follow(factory: sessionmaker[Session], principal: Principal, task_id: 
     while True:
         snap = await anyio.to_thread.run_sync(read_snapshot, factory, principal, task_id)
         now = time.monotonic()
-        key = (snap.status, snap.progress, snap.phase)
+        key = (snap.status, snap.progress, snap.phase, snap.chunks_done)
         if key != last:
             last, quiet_since = key, now
             yield snap

@@ -83,7 +83,7 @@ def record_result(session: Session, task_id: uuid.UUID, owner_id: uuid.UUID, pre
         dataset, repaired = stored.dataset, len(stored.repaired)
     metadata = {**output.metadata, "repaired_features": repaired, **({"attempt": attempt} if attempt else {})}
     if supermap_result is _BUILD:
-        rows = _recordset_rows(session, output, dataset, recordset_limit) if recordset_limit else None
+        rows = recordset_rows(session, output, dataset, recordset_limit) if recordset_limit else None
         supermap_result = None if record is None else payloads.task_result(
             record, dataset_name=dataset.name if dataset else None, recordset=rows)
     return Recorded(dataset, _result_data(dataset, output), metadata, supermap_result)
@@ -147,7 +147,7 @@ def _result_data(dataset: Dataset | None, output: AnalysisOutput) -> dict[str, A
             "geometry_types": types, **measures}
 
 
-def _recordset_rows(session: Session, output: AnalysisOutput, dataset: Dataset | None, limit: int
+def recordset_rows(session: Session, output: AnalysisOutput | None, dataset: Dataset | None, limit: int
                     ) -> tuple[list[dict[str, Any]], list[tuple[int, Any, dict[str, Any]]], int | None]:
     """``(fields, rows, epsg)`` of the first ``limit`` features: read back from the stored dataset (what its
     readers get), or taken from the output when it is not kept (feature ids 1..n, as a stored one would have)."""
@@ -159,6 +159,7 @@ def _recordset_rows(session: Session, output: AnalysisOutput, dataset: Dataset |
         geoms = shapely.from_wkb([r[1] for r in found])
         rows = [(int(r[0]), g, r[2] or {}) for r, g in zip(found, geoms, strict=True)]
         return list(dataset.fields or []), rows, payloads.epsg_of(dataset.crs)
+    assert output is not None
     head = output.gdf.iloc[:limit]
     columns = [c for c in head.columns if c != head.geometry.name]
     records = head[columns].to_dict("records") if columns else [{} for _ in range(len(head))]

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from geoservice.config import Settings
 from geoservice.db.models import AnalysisResult, AnalysisTask, Dataset
+from geoservice.db.repositories import chunks as chunks_repo
 from geoservice.db.repositories import datasets as dataset_repo
 from geoservice.db.repositories import tasks as repo
 from geoservice.errors import NotFound
@@ -79,6 +80,7 @@ def cancel(session: Session, task_id: uuid.UUID, principal: Principal) -> tuple[
     get_task(session, task_id, principal)
     previous = repo.dismiss(session, task_id)
     if previous == "running":
+        chunks_repo.dismiss_for_task(session, task_id)  # every chunk stops at its next lease renewal
         revoke_after_commit(session, task_id)
     session.expire_all()
     return get_task(session, task_id, principal), previous
