@@ -51,8 +51,9 @@ class Settings(BaseSettings):
     analysis_plugins: str = ""
     # Chunked execution (issue #11): a task over stored datasets with more features or vertices than one
     # chunk holds is split into chunks that any worker runs; 0 features turns it off (one piece per task).
-    chunk_features: int = Field(default=10_000, ge=0)
-    chunk_vertices: int = Field(default=1_000_000, ge=1)
+    # Defaults: 1M points in 20 chunks of 50,000; 100,000 polygons of ~50 vertices in 20 chunks of 5,000.
+    chunk_features: int = Field(default=50_000, ge=0)
+    chunk_vertices: int = Field(default=250_000, ge=1)
 
     # --- HTTP -----------------------------------------------------------------------------
     # Largest accepted request body or upload (bytes); larger ones get 413.

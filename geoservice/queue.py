@@ -103,25 +103,29 @@ def revoke_after_commit(session: Session, task_id: uuid.UUID) -> None:
 
 
 def send_after_commit(session: Session, queue: TaskQueue) -> None:
-    """Carry out what the committed session registered: sends (then stamp ``enqueued_at``) and revokes."""
+    """Carry out what the committed session registered: sends and revokes.
+
+    A task is inserted with ``enqueued_at`` already stamped (one round trip less per submission); when its
+    send fails the stamp is cleared, so the record stays true and the sweeper sends it after the grace period.
+    """
     pending: list[tuple[str, uuid.UUID]] = session.info.pop(_PENDING_KEY, [])
     for action, task_id in pending:
         try:
             if action == "revoke":
                 queue.revoke(task_id)
-                continue
-            queue.send(task_id)
+            else:
+                queue.send(task_id)
         except Exception:  # a lost send is re-sent by the sweeper; a lost revoke is caught by the lease check
             log.exception("queue operation failed", action=action, task_id=str(task_id))
-            continue
-        mark_enqueued(session, task_id)
+            if action == "send":
+                _not_sent(session, task_id)
 
 
-def mark_enqueued(session: Session, task_id: uuid.UUID) -> None:
-    """Record that the task reached the broker (own short transaction)."""
+def _not_sent(session: Session, task_id: uuid.UUID) -> None:
+    """Record that the task did not reach the broker (own short transaction)."""
     try:
-        tasks_repo.mark_enqueued(session, [task_id])
+        tasks_repo.clear_enqueued(session, task_id)
         session.commit()
     except Exception:
         session.rollback()
-        log.exception("could not stamp enqueued_at", task_id=str(task_id))
+        log.exception("could not clear enqueued_at", task_id=str(task_id))

@@ -7,6 +7,7 @@ in its queue. The worker that stores a task's last chunk finalises the task at o
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 from billiard.exceptions import SoftTimeLimitExceeded
@@ -66,17 +67,23 @@ def run_next_chunk(ctx: WorkerContext) -> str:
 
 
 def _run(ctx: WorkerContext, claim: chunks_repo.ChunkClaim, reporter: ChunkReporter) -> tuple[int, int] | None:
+    started = time.perf_counter()
     with transaction(ctx.factory) as session:
         principal = principal_for_user(session, claim.created_by, via="internal")
         prepared = analyses.prepare(session, principal, claim.analysis_type, claim.parameters,
                                     plugins=ctx.settings.analysis_plugins, check_output_name=False)
         loaded = chunked.load(session, claim, prepared)
+    loaded_at = time.perf_counter()
     output = chunked.compute(claim, prepared, loaded, reporter.computing)
     reporter.computing(1.0)
+    computed_at = time.perf_counter()
     with transaction(ctx.factory) as session:
         done = chunked.store(session, claim, loaded, output)
         if done is None:
             raise TaskCancelled("chunk lease lost before storing")
+    log.info("chunk stored", task_id=str(claim.task_id), chunk=claim.seq, features=claim.feature_count,
+             load_s=round(loaded_at - started, 3), compute_s=round(computed_at - loaded_at, 3),
+             store_s=round(time.perf_counter() - computed_at, 3))
     return done
 
 

@@ -28,7 +28,9 @@ class TaskCancelled(Exception):
 
 
 class ProgressReporter:
-    """Write ``progress``/``phase`` at most every ``interval`` s, and always when the phase changes.
+    """Write ``progress``/``phase`` at most every ``interval`` s, and always when the phase changes, once the
+    task has run for ``interval`` s: a task that finishes sooner writes no progress at all (its claim and its
+    result are its only writes, which is what lets small tasks go fast).
 
     A failed write is logged and never fails the task. When the lease keeper reports the lease lost
     (cancelled, or taken over), the next report raises ``TaskCancelled``.
@@ -40,6 +42,7 @@ class ProgressReporter:
         self.owner = owner
         self.interval = interval
         self.lost = threading.Event()
+        self._started = time.monotonic()
         self._last_write = 0.0
         self._last_phase: str | None = None
 
@@ -49,6 +52,8 @@ class ProgressReporter:
             raise TaskCancelled("the task was dismissed or taken over by another attempt")
         lo, hi = PHASES.get(name, (0.0, 99.0))
         now = time.monotonic()
+        if now - self._started < self.interval:
+            return
         if name == self._last_phase and now - self._last_write < self.interval:
             return
         self._last_phase, self._last_write = name, now

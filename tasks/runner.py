@@ -110,6 +110,7 @@ def _fail(factory: sessionmaker[Session], claim: repo.Claim, message: str, code:
 
 def _run(claim: repo.Claim, reporter: ProgressReporter, ctx: WorkerContext) -> str:
     """Finalise a chunked task, or plan one (its chunks then run anywhere), or run it as one piece."""
+    reporter.phase("loading")
     with transaction(ctx.factory) as session:
         principal = principal_for_user(session, claim.created_by, via="internal")
         prepared = analyses.prepare(session, principal, claim.analysis_type, claim.parameters,
@@ -119,13 +120,12 @@ def _run(claim: repo.Claim, reporter: ProgressReporter, ctx: WorkerContext) -> s
                 raise TaskCancelled("lease lost before finalising")
             return "successful"
         chunks = chunked.plan(session, ctx.settings, claim, prepared)
+        if chunks is None:  # one piece: load it in the same transaction
+            layers = analyses.load_layers(session, prepared, field_prefix="parameters.")
     if chunks is not None:
         wake_chunks(ctx, claim.task_id, chunks)
         log.info("task planned in chunks", task_id=str(claim.task_id), chunks=chunks)
         return "planned"
-    reporter.phase("loading")
-    with transaction(ctx.factory) as session:
-        layers = analyses.load_layers(session, prepared, field_prefix="parameters.")
     reporter.phase("computing")
     output = analyses.compute(prepared.request, layers, reporter.computing)
     reporter.phase("storing")

@@ -106,6 +106,13 @@ def layout(session: Session, dataset_id: uuid.UUID, *, spatial: bool, where: sql
     return data[:, 0].astype(np.int64), data[:, 1].astype(np.int64), data[:, 2:6] if spatial else None
 
 
+def feature_ids(session: Session, dataset_id: uuid.UUID) -> np.ndarray:
+    """Every feature id of a dataset, ascending (read from its (dataset_id, fid) index)."""
+    with raw_connection(session).cursor(binary=True) as cur:
+        cur.execute("SELECT fid FROM spatial_data WHERE dataset_id = %(d)s ORDER BY fid", {"d": dataset_id})
+        return np.fromiter((r[0] for r in cur), np.int64)
+
+
 def create_stage(session: Session, table: str, *, keyed: bool) -> None:
     """A table shaped like ``spatial_data`` (plus the pieces' source keys when ``keyed``), with no index yet."""
     extra = sql.SQL(", in_fid integer, ov_fid integer") if keyed else sql.SQL("")

@@ -61,7 +61,10 @@ def succeed(s: Session, task_id: uuid.UUID, holder: str, result: Any = None) -> 
 def test_accept_and_mark_enqueued(factory: Any, owner: uuid.UUID) -> None:
     task_id = new_task(factory, owner)
     t = row(factory, task_id)
-    assert (t.status, t.phase, float(t.progress), t.attempts, t.enqueued_at) == ("accepted", "accepted", 0, 0, None)
+    assert (t.status, t.phase, float(t.progress), t.attempts) == ("accepted", "accepted", 0, 0)
+    assert t.enqueued_at is not None  # stamped at insert; cleared when the send after commit fails
+    do(factory, repo.clear_enqueued, task_id)
+    assert row(factory, task_id).enqueued_at is None
     assert do(factory, repo.mark_enqueued, [task_id]) == 1 and row(factory, task_id).enqueued_at is not None
     do(factory, repo.dismiss, task_id)
     assert do(factory, repo.mark_enqueued, [task_id]) == 0  # a final task is not sent again

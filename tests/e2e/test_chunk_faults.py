@@ -22,7 +22,7 @@ from tests.e2e.test_robustness import isolated
 from tests.e2e.test_tasks import submit, wait_final, wait_status
 from tests.helpers import fc, feature, unique
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.chunked, pytest.mark.faults]
 CHUNKED = {"chunk_features": "20", "chunk_vertices": "1000000"}
 
 

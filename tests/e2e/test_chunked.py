@@ -1,8 +1,9 @@
 """Chunked execution (issue #11): chunked results equal single-piece results for every operation.
 
 A worker with tiny chunks (``chunk_features=20``, on its own queue) runs each task in many chunks over its
-two pool processes; the session's shared worker (chunks of 10,000) runs the same request as one piece. Both
-results are compared row by row in PostGIS: same rows, same attributes, areas and lengths within 1e-9.
+two pool processes; the session's shared worker (default chunk sizes, larger than these layers) runs the
+same request as one piece. Both results are compared row by row in PostGIS: same rows, same attributes,
+areas and lengths within 1e-9.
 Data: the sample data, and synthetic layers with features on chunk borders, across the antimeridian and
 near the poles.
 """
@@ -21,7 +22,7 @@ from tests.conftest import REDIS_URL, SAMPLE, WorkerProcess, authed_client, sett
 from tests.e2e.test_tasks import submit, wait_final
 from tests.helpers import fc, feature, square, unique, upload
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.chunked]
 CHUNK = {"chunk_features": "20", "chunk_vertices": "100000"}
 
 

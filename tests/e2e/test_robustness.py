@@ -22,7 +22,7 @@ from tests.conftest import REDIS_URL, WorkerProcess, authed_client, settings_env
 from tests.e2e.test_tasks import submit, wait_final, wait_status
 from tests.helpers import fc, feature
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 POINTS = fc([feature({"type": "Point", "coordinates": [float(i % 360 - 180), float(i % 170 - 85)]}, i=i)
              for i in range(200)])

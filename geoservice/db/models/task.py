@@ -66,7 +66,9 @@ class AnalysisTask(UUIDPk, Timestamps, Base):
     # Who holds the task now ("hostname:pid:attempt") and until when; renewed while it runs.
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # When the task was last handed to the broker (NULL: committed but never sent).
+    # When the task was last handed to the broker: stamped at insert and cleared if the send after commit
+    # fails (NULL: not sent). An API that dies between commit and send leaves the stamp; either way the
+    # sweeper re-sends an accepted task once this (or created_at) is older than the grace period.
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The broker queue the task is sent to; the sweeper re-sends only its own queue's tasks.

@@ -2,9 +2,12 @@
 
 Nothing else writes a task's status, progress, lease, ``enqueued_at`` or ``supermap_result``. Transitions:
 
-    accept ──> mark_enqueued ──> claim ──> (renew_lease, write_progress)* ──> succeed | fail
-    accept ──> dismiss                    claim ──> dismiss / fail / (lease expiry) claim again
+    accept ──> claim ──> (renew_lease, write_progress)* ──> succeed | fail
+    accept ──> dismiss          claim ──> dismiss / fail / (lease expiry) claim again
+    claim ──> fan_out ──> chunk_done* ──> claim (the last chunk finalises) ──> succeed | fail
     record_inline: an analysis computed in the API process, inserted already successful
+
+``accept`` stamps ``enqueued_at`` (``clear_enqueued`` if the send after commit fails; the sweeper re-sends).
 
 A worker *claims* a task (``accepted``, or ``running`` with an expired lease, or held by a dead process on
 this host) by taking a lease under a fresh owner token and incrementing ``attempts``. Progress, lease
@@ -56,8 +59,9 @@ class Claim:
 # --- creating tasks ------------------------------------------------------------------------------------
 
 def accept(session: Session, **values: Any) -> AnalysisTask:
-    """Insert a task ``accepted`` (to be sent to the workers once the transaction commits)."""
-    task = AnalysisTask(**values, status=ACCEPTED, progress=0, phase=ACCEPTED)
+    """Insert a task ``accepted``, stamped as sent: the session's owner sends it once the transaction commits
+    (and clears the stamp if that fails: ``clear_enqueued``)."""
+    task = AnalysisTask(**values, status=ACCEPTED, progress=0, phase=ACCEPTED, enqueued_at=func.now())
     session.add(task)
     session.flush()
     return task
@@ -105,6 +109,12 @@ def record_inline(session: Session, record: InlineRecord) -> None:
     for key in ("parameters", "supermap_request", "supermap_result", "data", "result_metadata"):
         values[key] = _json(values[key], default=str)
     session.execute(_RECORD_INLINE, values)
+
+
+def clear_enqueued(session: Session, task_id: uuid.UUID) -> None:
+    """Record that an accepted task's send failed: the sweeper sends it after the grace period."""
+    session.execute(text(f"UPDATE analysis_tasks SET enqueued_at = NULL WHERE id = :id AND status = '{ACCEPTED}'"),
+                    {"id": task_id})
 
 
 def mark_enqueued(session: Session, task_ids: Sequence[uuid.UUID]) -> int:

@@ -107,6 +107,12 @@ def _large(prepared: Prepared, settings: Settings) -> bool:
 
 
 def _layout(session: Session, dataset: Dataset, where: dict[str, Any] | None, spatial: bool) -> Layout:
+    if not spatial and where is None and dataset.vertex_count is not None and dataset.feature_count:
+        # Cut in feature order: the ids come from the index alone, and every feature is assumed to have the
+        # dataset's mean vertex count (reading every geometry to count its vertices costs more than it saves).
+        fids = chunk_io.feature_ids(session, dataset.id)
+        mean = max(dataset.vertex_count // dataset.feature_count, 1)
+        return Layout(fids, np.full(len(fids), mean, np.int64), None)
     compiled = selection.compile_where(where, dataset) if where is not None else None
     fids, vertices, boxes = chunk_io.layout(session, dataset.id, spatial=spatial,
                                             where=compiled.where if compiled else None,
