@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import shapely
 from numpy.typing import NDArray
 from pyproj import Transformer
 
-from geoservice.analysis.localproj import Geoms, normalise_lon, project
+from geoservice.analysis.localproj import Geoms, coord_bounds, normalise_lon, project, project_grouped
 
 #: Projected coordinates of features touching the antimeridian or a pole are snapped to this grid (metres)
 #: so that seams (parts split at +-180, edges along a pole) close up exactly instead of leaving slivers.
@@ -23,11 +25,13 @@ SEAM_GRID_M = 1.0e-6
 
 def touches_seam(geoms: Geoms) -> NDArray[np.bool_]:
     """Return which features have a vertex on the antimeridian or at a pole."""
-    coords, idx = shapely.get_coordinates(geoms, return_index=True)
-    hit = (np.abs(coords[:, 0]) >= 180.0) | (np.abs(coords[:, 1]) >= 90.0)
-    out = np.zeros(len(geoms), dtype=bool)
-    out[idx[hit]] = True
-    return out
+    return on_seam(coord_bounds(geoms))
+
+
+def on_seam(bounds: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """Return which (n, 4) vertex bounds (``coord_bounds``) reach the antimeridian or a pole."""
+    b = bounds
+    return (b[:, 0] <= -180.0) | (b[:, 2] >= 180.0) | (b[:, 1] <= -90.0) | (b[:, 3] >= 90.0)
 
 
 def close_seams(projected: Geoms, seam: NDArray[np.bool_]) -> Geoms:
@@ -38,15 +42,39 @@ def close_seams(projected: Geoms, seam: NDArray[np.bool_]) -> Geoms:
     return out
 
 
-def to_lonlat(buffered: Geoms, tr: Transformer, centre: NDArray[np.float64]) -> Geoms:
-    """Return projected polygons back in lon/lat, valid, split at +-180 and closed around poles."""
-    pole_xy = [tr.transform(0.0, lat) for lat in (90.0, -90.0)]
+def pole_points(transformers: Sequence[Transformer], aeqd: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Return (k, 2, 2): the projected (x, y) of the north and south pole in each local CRS.
+
+    Only an aeqd can hold a pole inside a buffer; UTM CRSs (|lat| < 84 with the buffer) get NaN.
+    """
+    out = np.full((len(transformers), 2, 2), np.nan)
+    for k in np.flatnonzero(aeqd):
+        out[k] = [transformers[k].transform(0.0, lat) for lat in (90.0, -90.0)]
+    return out
+
+
+def to_lonlat(
+    buffered: Geoms,
+    index: NDArray[np.intp],
+    transformers: Sequence[Transformer],
+    poles: NDArray[np.float64],
+    centre: NDArray[np.float64],
+) -> Geoms:
+    """Return projected polygons back in lon/lat, valid, split at +-180 and closed around poles.
+
+    ``buffered[i]`` is in the local CRS of ``transformers[index[i]]``, whose projected poles are
+    ``poles[index[i]]`` (``pole_points``); results are brought within 180 degrees of ``centre[i]`` first.
+    """
     has_pole = np.zeros(len(buffered), dtype=bool)
-    for px, py in pole_xy:
-        has_pole |= shapely.contains_xy(buffered, px, py)
-    out = normalise_lon(project(buffered, tr, inverse=True), centre)
+    near = np.flatnonzero(~np.isnan(poles[index, 0, 0]))
+    for j in (0, 1) if len(near) else ():
+        xy = poles[index[near], j]
+        has_pole[near] |= shapely.contains_xy(buffered[near], xy[:, 0], xy[:, 1])
+    back = project_grouped(buffered, index, transformers, inverse=True)
+    out = normalise_lon(back, centre, shapely.bounds(back))
     for i in np.flatnonzero(has_pole):
-        out[i] = _polar_to_lonlat(buffered[i], tr, pole_xy)
+        k = index[i]
+        out[i] = _polar_to_lonlat(buffered[i], transformers[k], [tuple(poles[k, 0]), tuple(poles[k, 1])])
     return split_antimeridian(out)
 
 
@@ -74,7 +102,8 @@ def polygonal(geoms: Geoms) -> Geoms:
     """Keep only the polygonal parts (window cuts can leave slivers of lower dimension)."""
     parts, idx = shapely.get_parts(geoms, return_index=True)
     keep = shapely.get_type_id(parts) == 3
-    multi = shapely.multipolygons(parts[keep], indices=idx[keep], out=np.empty(len(geoms), dtype=object))
+    multi = np.full(len(geoms), None, dtype=object)  # filled in place (the return value is [] when no part is kept)
+    shapely.multipolygons(parts[keep], indices=idx[keep], out=multi)
     n_parts = shapely.get_num_geometries(multi)
     single = n_parts == 1
     multi[single] = shapely.get_geometry(multi[single], 0)

@@ -2,7 +2,10 @@
 
 Each feature (part) is projected to its own local CRS (``localproj``: its UTM zone, or an azimuthal
 equidistant centred on it), worked on there and brought back to lon/lat (``antimeridian``: split at +-180,
-closed around poles). Features that share a UTM zone are transformed together (vectorised).
+closed around poles). The work is vectorised over the whole batch: parts are sorted by local CRS so each
+CRS costs one PROJ call each way (data in one UTM zone costs what a single ``to_crs`` to that zone does),
+``op`` is called once and scale errors are array operations. Pole checks only run for parts in an aeqd
+(a UTM part never reaches a pole); longitude shifts, seam snapping and splitting only for parts near +-180.
 
 Multi-part features go part by part. A polygon part too large for any single projection (Russia,
 Canada, Antarctica: an aeqd over them would be off by up to 8%) is buffered through its boundary, cut into
@@ -19,17 +22,26 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 from numpy.typing import NDArray
-from pyproj import CRS
+from pyproj import CRS, Transformer
 
-from geoservice.analysis.antimeridian import close_seams, polygonal, split_antimeridian, to_lonlat, touches_seam
+from geoservice.analysis.antimeridian import (
+    close_seams,
+    on_seam,
+    pole_points,
+    polygonal,
+    split_antimeridian,
+    to_lonlat,
+)
 from geoservice.analysis.localproj import (
     Geoms,
     LocalCrs,
     check_lonlat_crs,
     choose,
+    coord_bounds,
     lonlat_extents,
     normalise_lon,
-    project,
+    project_grouped,
+    scale_error,
     transformer,
 )
 
@@ -52,6 +64,24 @@ class LocalResult:
     scale_error: NDArray[np.float64]
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """Feature parts ready to project, sorted by local CRS: part ``i`` is in ``crs[index[i]]``.
+
+    ``order[i]`` is part i's position in ``get_parts`` order; ``owner`` its feature, ``seam`` whether it
+    touches the antimeridian or a pole, ``centre`` its centre longitude.
+    """
+
+    parts: Geoms
+    owner: NDArray[np.intp]
+    seam: NDArray[np.bool_]
+    centre: NDArray[np.float64]
+    index: NDArray[np.intp]
+    crs: tuple[LocalCrs, ...]
+    transformers: list[Transformer]
+    order: NDArray[np.intp]
+
+
 def apply_local(
     geoms: Geoms,
     crs: CRS,
@@ -63,14 +93,15 @@ def apply_local(
 
     Multi-part features are handled part by part (each part in its own CRS, so France's overseas parts
     do not share one projection) and the part results are unioned in lon/lat; parts that touch across
-    the antimeridian are merged first, so a negative buffer does not erode along the +-180 seam.
+    the antimeridian are merged first, so a negative buffer does not erode along the +-180 seam. Parts
+    sharing a CRS (a UTM zone) go through PROJ together, and ``op`` is called once for all parts.
 
     Args:
         geoms: features in the geographic ``crs`` (x = lon, y = lat, degrees).
         crs: their geographic CRS; local CRSs use its ellipsoid.
         distance_m: how far ``op`` reaches (metres), for the choice of CRS and the scale error.
-        op: vectorised planar operation on projected geometries (metres); it must distribute over
-            disjoint parts, as buffers do.
+        op: vectorised planar operation on projected geometries (metres); it must work geometry by
+            geometry and distribute over disjoint parts, as buffers do.
         ring_op: for buffers of polygons, the two-sided buffer of boundary lines by ``|distance_m|``
             (round caps). Given, polygon parts too large for one aeqd (scale error above
             ``SPLIT_SCALE_ERROR``) are buffered as ``P ∪ ring_op(∂P)`` (or ``P − ring_op(∂P)`` for a
@@ -88,44 +119,77 @@ def apply_local(
     feat = np.flatnonzero(~(shapely.is_missing(geoms) | shapely.is_empty(geoms)))
     if not len(feat):
         return LocalResult(out, kinds, err)
-    parts, owner, seam = _parts(geoms[feat])
-    ext = lonlat_extents(parts)
+    batch = _prepare(geoms[feat], distance_m, a, b)
+    res, p_err, p_kind = _compute(batch, crs, distance_m, op, ring_op)
+    back = np.argsort(batch.order)  # to get_parts order: owners contiguous, parts in input order
+    _merge_parts(res[back], p_err[back], p_kind[back], batch.owner[back], feat, out, err, kinds)
+    return LocalResult(out, kinds, err)
+
+
+def _prepare(geoms: Geoms, distance_m: float, a: float, b: float) -> _Batch:
+    """Split features into parts, bring each near its centre longitude, densify, choose and sort by CRS."""
+    parts, owner, seam, bounds = _parts(geoms)
+    ext = lonlat_extents(parts, bounds)
     centre = ext.centre
     # edges are straight in lon/lat (RFC 7946); densified, they stay (nearly) so in the local CRS
     # (features wrapping around a pole keep their raw longitudes: their edges are already short)
     local = ext.east - ext.west <= 180.0
-    parts[local] = normalise_lon(parts[local], centre[local])
-    parts = shapely.segmentize(parts, MAX_EDGE_DEG)
-    cen = shapely.centroid(parts)
-    plans = choose(ext, distance_m, shapely.get_y(cen), shapely.get_x(cen))
-    res = np.empty(len(parts), dtype=object)
+    parts[local] = normalise_lon(parts[local], centre[local], bounds[local])
+    # a part whose whole extent is shorter than an edge limit has no edge to split (nor was it shifted)
+    diagonal = np.hypot(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
+    long = ~(diagonal <= 0.999 * MAX_EDGE_DEG)
+    parts[long] = shapely.segmentize(parts[long], MAX_EDGE_DEG)
+    plans = choose(ext, distance_m, parts)
+    order = np.argsort(plans.index, kind="stable")
+    trs = [transformer(c.proj_step(), a, b) for c in plans.crs]
+    return _Batch(parts[order], owner[order], seam[order], centre[order], plans.index[order], plans.crs, trs, order)
+
+
+def _compute(
+    batch: _Batch, crs: CRS, distance_m: float, op: Callable[[Geoms], Geoms], ring_op: Callable[[Geoms], Geoms] | None
+) -> tuple[Geoms, NDArray[np.float64], NDArray[np.object_]]:
+    """Return each part's result in lon/lat, scale error and strategy (in the batch's order)."""
+    parts, index, trs = batch.parts, batch.index, batch.transformers
+    aeqd_crs = np.array([c.kind == "aeqd" for c in batch.crs], dtype=bool)
+    utm = ~aeqd_crs[index]
+    proj = close_seams(project_grouped(parts, index, trs), batch.seam)
+    big = np.zeros(len(parts), dtype=bool)
+    if ring_op is not None and aeqd_crs.any():  # polygons too large for one aeqd go through their boundary
+        kind = shapely.get_type_id(parts)
+        cand = np.flatnonzero(~utm & ((kind == 3) | (kind == 6)))
+        radius = _max_radius(proj[cand]) + abs(distance_m)
+        big[cand] = scale_error(np.zeros(len(cand), dtype=bool), np.zeros((len(cand), 4)), radius) > SPLIT_SCALE_ERROR
+    keep = np.flatnonzero(~big) if big.any() else slice(None)
+    buffered = op(proj[keep])
     p_err = np.zeros(len(parts))
-    p_kind = np.empty(len(parts), dtype=object)
-    groups: dict[LocalCrs, list[int]] = {}
-    for i, plan in enumerate(plans):
-        groups.setdefault(plan, []).append(i)
-    big: list[np.ndarray] = []
-    for plan, members in groups.items():
-        m = np.asarray(members)
-        tr = transformer(plan.proj_step(), a, b)
-        proj = close_seams(project(parts[m], tr), seam[m])
-        if ring_op is not None and plan.kind == "aeqd":
-            bounds, radius = _extent_stats(np.concatenate([proj, proj]), len(m))
-            large = (plan.scale_error(bounds, radius + abs(distance_m)) > SPLIT_SCALE_ERROR) & np.isin(
-                shapely.get_type_id(parts[m]), (3, 6)
-            )
-            big.append(m[large])
-            m, proj = m[~large], proj[~large]
-            if not len(m):
-                continue
-        buffered = op(proj)
-        p_err[m] = plan.scale_error(*_extent_stats(np.concatenate([proj, buffered]), len(m)))
-        res[m] = to_lonlat(buffered, tr, centre[m])
-        p_kind[m] = f"local-{plan.kind}"
-    for i in np.concatenate(big) if big else []:
+    p_err[keep] = _scale_errors(utm[keep], proj[keep], buffered)
+    res = np.empty(len(parts), dtype=object)
+    res[keep] = to_lonlat(buffered, index[keep], trs, pole_points(trs, aeqd_crs), batch.centre[keep])
+    p_kind = np.where(utm, "local-utm", "local-aeqd").astype(object)
+    for i in np.flatnonzero(big):
         res[i], p_err[i], p_kind[i] = _via_boundary(parts[i], crs, distance_m, ring_op)
-    _merge_parts(res, p_err, p_kind, owner, feat, out, err, kinds)
-    return LocalResult(out, kinds, err)
+    return res, p_err, p_kind
+
+
+def _scale_errors(utm: NDArray[np.bool_], proj: Geoms, result: Geoms) -> NDArray[np.float64]:
+    """Return the scale error over each part's projected input and result together."""
+    b0, b1 = shapely.bounds(proj), shapely.bounds(result)
+    bounds = np.column_stack([np.fmin(b0[:, :2], b1[:, :2]), np.fmax(b0[:, 2:], b1[:, 2:])])
+    radius = np.zeros(len(proj))
+    if not utm.all():
+        radius[~utm] = np.maximum(_max_radius(proj[~utm]), _max_radius(result[~utm]))
+    return scale_error(utm, bounds, radius)
+
+
+def _max_radius(geoms: Geoms) -> NDArray[np.float64]:
+    """Return each geometry's largest vertex distance from the origin (0 for empty ones)."""
+    out = np.zeros(len(geoms))
+    count = shapely.get_num_coordinates(geoms)
+    has = count > 0
+    if has.any():
+        xy = shapely.get_coordinates(geoms[has])
+        out[has] = np.maximum.reduceat(np.hypot(xy[:, 0], xy[:, 1]), np.cumsum(count[has]) - count[has])
+    return out
 
 
 def _via_boundary(
@@ -180,18 +244,23 @@ def _cut(xy: np.ndarray) -> list[shapely.LineString]:
     return lines
 
 
-def _parts(geoms: Geoms) -> tuple[Geoms, NDArray[np.intp], NDArray[np.bool_]]:
-    """Return the parts of ``geoms`` (seam-adjacent parts merged), each part's owner, and its seam flag."""
-    seam = touches_seam(geoms)
-    geoms = geoms.copy()
-    multi = np.flatnonzero(seam & (shapely.get_num_geometries(geoms) > 1))
+def _parts(geoms: Geoms) -> tuple[Geoms, NDArray[np.intp], NDArray[np.bool_], NDArray[np.float64]]:
+    """Return the parts of ``geoms`` (seam-adjacent parts merged), each part's owner, its feature's seam
+    flag (a vertex on the antimeridian or a pole) and the part's ``coord_bounds``."""
+    parts, owner = shapely.get_parts(geoms, return_index=True)
+    bounds = coord_bounds(parts)
+    seam = np.zeros(len(geoms), dtype=bool)
+    seam[owner[on_seam(bounds)]] = True
+    multi = np.flatnonzero(seam & (np.bincount(owner, minlength=len(geoms)) > 1))
     if len(multi):
+        geoms = geoms.copy()
         ext = lonlat_extents(geoms[multi])
         multi, centre = multi[ext.east - ext.west <= 180.0], ext.centre[ext.east - ext.west <= 180.0]
         norm = normalise_lon(geoms[multi], centre)  # seam vertices become bit-identical
         geoms[multi] = [shapely.union_all(shapely.get_parts(g)) for g in norm]
-    parts, owner = shapely.get_parts(geoms, return_index=True)
-    return parts, owner, seam[owner]
+        parts, owner = shapely.get_parts(geoms, return_index=True)
+        bounds = coord_bounds(parts)
+    return parts, owner, seam[owner], bounds
 
 
 def _merge_parts(
@@ -204,34 +273,28 @@ def _merge_parts(
     err: NDArray,
     kinds: NDArray,
 ) -> None:
-    """Union part results per feature (in lon/lat) and keep each feature's worst scale error."""
+    """Union part results per feature (in lon/lat) and keep each feature's worst scale error.
+
+    ``owner`` must be non-decreasing (``get_parts`` order): each feature's parts are contiguous.
+    """
     invalid = ~shapely.is_valid(res)  # reprojection can pinch near-touching rings
     if invalid.any():
         res[invalid] = polygonal(shapely.make_valid(res[invalid], method="structure"))
-    single = np.bincount(owner, minlength=len(feat)) == 1
-    first = np.full(len(feat), -1)
-    np.maximum.at(first, owner, np.arange(len(owner)))
-    out[feat[single]] = res[first[single]]
-    for f in np.flatnonzero(~single):
-        out[feat[f]] = polygonal(np.array([shapely.union_all(res[owner == f])]))[0]
+    if len(owner) == len(feat):  # one part per feature
+        out[feat], err[feat], kinds[feat] = res, p_err, p_kind
+        return
+    count = np.bincount(owner, minlength=len(feat))
+    start = np.r_[0, np.cumsum(count)[:-1]]
+    single = count == 1
+    out[feat[single]] = res[start[single]]
+    multi = np.flatnonzero(count > 1)
+    if len(multi):  # one row per feature, padded with None (ignored by union_all)
+        rows = np.repeat(np.arange(len(multi)), count[multi])
+        cols = np.arange(len(rows)) - np.repeat(np.cumsum(count[multi]) - count[multi], count[multi])
+        grid = np.full((len(multi), int(count[multi].max())), None, dtype=object)
+        grid[rows, cols] = res[np.repeat(start[multi], count[multi]) + cols]
+        out[feat[multi]] = polygonal(shapely.union_all(grid, axis=1))
     worst = np.lexsort((-p_err, owner))
     starts = np.flatnonzero(np.r_[True, owner[worst][1:] != owner[worst][:-1]])
     err[feat[owner[worst][starts]]] = p_err[worst][starts]
     kinds[feat[owner[worst][starts]]] = p_kind[worst][starts]
-
-
-def _extent_stats(both: Geoms, n: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Return per-feature bounds and max vertex radius of ``both`` = inputs followed by results (2n)."""
-    b = shapely.bounds(both)
-    bounds = np.column_stack(
-        [
-            np.fmin(b[:n, 0], b[n:, 0]),
-            np.fmin(b[:n, 1], b[n:, 1]),
-            np.fmax(b[:n, 2], b[n:, 2]),
-            np.fmax(b[:n, 3], b[n:, 3]),
-        ]
-    )
-    coords, idx = shapely.get_coordinates(both, return_index=True)
-    radius = np.zeros(n)
-    np.maximum.at(radius, idx % n, np.hypot(coords[:, 0], coords[:, 1]))
-    return bounds, radius

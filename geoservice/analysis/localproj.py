@@ -2,15 +2,18 @@
 
 Each feature gets the UTM zone of its centre when the feature (with the buffer) fits in that zone, keeps
 |lat| < 84 and the UTM scale error stays <= ``UTM_MAX_SCALE_ERROR``; otherwise an azimuthal equidistant
-projection centred on the feature (on the pole for features that wrap around one). aeqd transformers are
-built from PROJ pipeline strings (about 0.1 ms each) and cached. Local CRSs use the input's own ellipsoid,
-so going to them and back is a pure projection: no datum shift. Coordinates are x = longitude, y = latitude
-in degrees (GeoPandas order, whatever the CRS axis order).
+projection centred on the feature (on the pole for features that wrap around one). ``choose`` returns the
+distinct CRSs of a batch and each feature's index into them, so features sharing a CRS (a UTM zone) are
+transformed together: ``project_grouped`` makes one PROJ call per CRS over a single shapely pass. aeqd
+transformers are built from PROJ pipeline strings (about 0.1 ms each) and cached. Local CRSs use the input's
+own ellipsoid, so going to them and back is a pure projection: no datum shift. Coordinates are x = longitude,
+y = latitude in degrees (GeoPandas order, whatever the CRS axis order).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +29,8 @@ UTM_K0 = 0.9996
 UTM_MAX_LAT = 84.0
 #: UTM's own error at a zone edge on the equator is ~9.8e-4; beyond this a centred aeqd does better.
 UTM_MAX_SCALE_ERROR = 1.0e-3
+#: Features whose longitudes all lie within this many degrees of their centre need no normalising.
+_NEAR_DEG = 179.0
 
 Geoms = NDArray[np.object_]
 
@@ -61,23 +66,36 @@ class LocalCrs:
             return f"+proj=utm +zone={self.zone}" + (" +south" if self.south else "")
         return f"+proj=aeqd +lat_0={self.lat_0!r} +lon_0={self.lon_0!r}"
 
-    def scale_error(self, proj_bounds: NDArray[np.float64], max_radius: NDArray[np.float64]) -> NDArray:
-        """Return the largest |scale - 1| over each feature's projected extent (spherical formulas).
 
-        Args:
-            proj_bounds: (n, 4) bounds in this CRS (metres), of the input and the result together.
-            max_radius: (n,) largest distance (metres) of any vertex from the projection origin.
-        """
-        if self.kind == "utm":
-            off = np.abs(proj_bounds[:, [0, 2]] - 500_000.0)
-            far = off.max(axis=1)
-            near = np.where((proj_bounds[:, 0] <= 5e5) & (proj_bounds[:, 2] >= 5e5), 0.0, off.min(axis=1))
-            k = UTM_K0 * np.cosh(np.stack([near, far]) / (UTM_K0 * EARTH_RADIUS_M))
-            return np.abs(k - 1.0).max(axis=0)
-        rho = np.minimum(max_radius / EARTH_RADIUS_M, np.pi)
+@dataclass(frozen=True)
+class Plans:
+    """The local CRSs of a batch of features: feature ``i`` works in ``crs[index[i]]``."""
+
+    crs: tuple[LocalCrs, ...]
+    index: NDArray[np.intp]
+
+
+def scale_error(utm: NDArray[np.bool_], proj_bounds: NDArray[np.float64], max_radius: NDArray[np.float64]) -> NDArray:
+    """Return the largest |scale - 1| over each feature's projected extent (spherical formulas).
+
+    Args:
+        utm: (n,) whether the feature is in a UTM zone (else in an aeqd centred near it).
+        proj_bounds: (n, 4) bounds in the local CRS (metres), of the input and the result together.
+        max_radius: (n,) largest distance (metres) of any vertex from the aeqd origin (unused for UTM).
+    """
+    out = np.empty(len(utm))
+    if utm.any():
+        b = proj_bounds[utm]
+        off = np.abs(b[:, [0, 2]] - 500_000.0)
+        near = np.where((b[:, 0] <= 5e5) & (b[:, 2] >= 5e5), 0.0, off.min(axis=1))
+        k = UTM_K0 * np.cosh(np.stack([near, off.max(axis=1)]) / (UTM_K0 * EARTH_RADIUS_M))
+        out[utm] = np.abs(k - 1.0).max(axis=0)
+    if not utm.all():
+        rho = np.minimum(max_radius[~utm] / EARTH_RADIUS_M, np.pi)
         with np.errstate(divide="ignore", invalid="ignore"):
             err = np.where(rho > 1e-12, rho / np.sin(rho) - 1.0, 0.0)
-        return np.where(np.isfinite(err), err, np.inf)
+        out[~utm] = np.where(np.isfinite(err), err, np.inf)
+    return out
 
 
 def wrap_lon(lon: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -85,12 +103,45 @@ def wrap_lon(lon: NDArray[np.float64]) -> NDArray[np.float64]:
     return (np.asarray(lon, dtype=float) + 180.0) % 360.0 - 180.0
 
 
-def lonlat_extents(geoms: Geoms) -> Extents:
+def coord_bounds(geoms: Geoms) -> NDArray[np.float64]:
+    """Return (n, 4) minx, miny, maxx, maxy over all vertices of each geometry (holes too; NaN if empty)."""
+    count = shapely.get_num_coordinates(geoms)
+    has = count > 0
+    if not has.all():
+        out = np.full((len(geoms), 4), np.nan)
+        if has.any():
+            out[has] = coord_bounds(geoms[has])
+        return out
+    xy = shapely.get_coordinates(geoms)
+    start = np.cumsum(count) - count
+    return np.column_stack(
+        [np.minimum.reduceat(xy, start), np.maximum.reduceat(xy, start)] if len(start) else [np.empty((0, 4))]
+    )
+
+
+def lonlat_extents(geoms: Geoms, bounds: NDArray[np.float64] | None = None) -> Extents:
     """Return each feature's extent, taking the antimeridian into account (empty features give NaN).
 
     The longitude interval is the complement of the largest gap between the feature's vertex longitudes
-    around the circle, so a feature split at +-180 (Fiji, Chukotka) gets e.g. west=177, east=182.
+    around the circle, so a feature split at +-180 (Fiji, Chukotka) gets e.g. west=177, east=182. Features
+    within [-180, 180) and narrower than 179 degrees take it from their ``bounds`` (``coord_bounds``).
     """
+    b = coord_bounds(geoms) if bounds is None else bounds
+    hard = ~((b[:, 0] >= -180.0) & (b[:, 2] < 180.0) & (b[:, 2] - b[:, 0] < _NEAR_DEG) | np.isnan(b[:, 0]))
+    if hard.all():
+        return _gap_extents(geoms)
+    west = wrap_lon(b[:, 0])
+    east = west + 360.0 - (west + 360.0 - wrap_lon(b[:, 2]))  # as the gap formula below, bit for bit
+    out = Extents(west, east, b[:, 1].copy(), b[:, 3].copy())
+    if hard.any():
+        sub = _gap_extents(geoms[hard])
+        for name in ("west", "east", "south", "north"):
+            getattr(out, name)[hard] = getattr(sub, name)
+    return out
+
+
+def _gap_extents(geoms: Geoms) -> Extents:
+    """``lonlat_extents`` for any features, from the largest gap between their sorted vertex longitudes."""
     n = len(geoms)
     out = {k: np.full(n, np.nan) for k in ("west", "east", "south", "north")}
     coords, idx = shapely.get_coordinates(geoms, return_index=True)
@@ -113,18 +164,30 @@ def lonlat_extents(geoms: Geoms) -> Extents:
     return Extents(**out)
 
 
-def normalise_lon(geoms: Geoms, centre: NDArray[np.float64]) -> Geoms:
-    """Return copies whose longitudes are shifted by whole turns to lie within 180 degrees of ``centre``."""
-    coords, idx = shapely.get_coordinates(geoms, return_index=True)
-    if not len(coords):
+def normalise_lon(geoms: Geoms, centre: NDArray[np.float64], bounds: NDArray[np.float64] | None = None) -> Geoms:
+    """Return ``geoms`` with longitudes shifted by whole turns to lie within 180 degrees of ``centre``.
+
+    Features whose ``bounds`` (default: ``coord_bounds``) already lie within 179 degrees of their centre
+    are kept as they are (shifting them would change nothing).
+    """
+    b = coord_bounds(geoms) if bounds is None else bounds
+    todo = (b[:, 2] - centre >= _NEAR_DEG) | (centre - b[:, 0] >= _NEAR_DEG)
+    if not todo.any():
         return geoms.copy()
-    c = centre[idx]
-    coords[:, 0] += 360.0 * np.round((c - coords[:, 0]) / 360.0)
-    return shapely.set_coordinates(geoms.copy(), coords)
+    every = todo.all()
+    sel, c = (geoms, centre) if every else (geoms[todo], centre[todo])
+    coords, idx = shapely.get_coordinates(sel, return_index=True)
+    coords[:, 0] += 360.0 * np.round((c[idx] - coords[:, 0]) / 360.0)
+    shifted = shapely.set_coordinates(sel.copy(), coords)
+    if every:
+        return shifted
+    out = geoms.copy()
+    out[todo] = shifted
+    return out
 
 
-def choose(ext: Extents, distance_m: float, centroid_lat: NDArray, centroid_lon: NDArray) -> list[LocalCrs]:
-    """Choose each feature's local CRS (see the module docstring) for a buffer of ``distance_m``."""
+def _utm_fit(ext: Extents, distance_m: float) -> tuple[NDArray[np.bool_], NDArray[np.int_]]:
+    """Return which features fit their centre's UTM zone (with the buffer, within the error), and the zone."""
     d_deg = abs(distance_m) / EARTH_RADIUS_M * 180.0 / np.pi
     centre = ext.centre
     zone = (np.floor((centre + 180.0) / 6.0).astype(int) % 60) + 1
@@ -144,18 +207,47 @@ def choose(ext: Extents, distance_m: float, centroid_lat: NDArray, centroid_lon:
         & (max_abs_lat + d_deg < UTM_MAX_LAT)
         & (np.abs(k_far - 1.0) <= UTM_MAX_SCALE_ERROR)
     )
-    wraps = (ext.east - ext.west) > 180.0
-    out: list[LocalCrs] = []
-    for i in range(len(centre)):
-        if utm[i]:
-            out.append(LocalCrs("utm", zone=int(zone[i]), south=bool(centroid_lat[i] < 0)))
-        elif wraps[i]:  # around a pole (Antarctica): centre on it
+    return utm, zone
+
+
+def choose(ext: Extents, distance_m: float, geoms: Geoms) -> Plans:
+    """Choose each feature's local CRS (see the module docstring) for a buffer of ``distance_m``.
+
+    A UTM feature is in the southern zone when its centroid is south of the equator (computed only for
+    features that straddle it); an aeqd is centred on the feature's centroid (on the pole when it wraps).
+    """
+    utm, zone = _utm_fit(ext, distance_m)
+    south = ext.north < 0
+    need = ~utm | ((ext.south <= 0) & ~south)  # aeqd, or UTM across the equator
+    lat = lon = np.zeros(len(utm))
+    if need.any():
+        cen = shapely.centroid(geoms[need])
+        lat, lon = lat.copy(), lon.copy()
+        lat[need], lon[need] = shapely.get_y(cen), shapely.get_x(cen)
+        south = np.where(need, lat < 0, south)
+    code = np.where(utm, 2 * zone + south, -1)
+    crs = {LocalCrs("utm", zone=z // 2, south=bool(z % 2)): z for z in sorted(set(code[utm].tolist()))}
+    other = np.flatnonzero(~utm)
+    if len(other):
+        _add_aeqd(crs, code, other, ext, np.clip(lat, -90.0, 90.0), wrap_lon(lon))
+    if len(crs) == 1:  # the common case: everything in one UTM zone
+        return Plans(tuple(crs), np.zeros(len(code), dtype=np.intp))
+    by_code = {v: k for k, v in crs.items()}
+    codes, index = np.unique(code, return_inverse=True)
+    return Plans(tuple(by_code[int(c)] for c in codes), index.reshape(-1))
+
+
+def _add_aeqd(
+    crs: dict[LocalCrs, int], code: NDArray, which: NDArray, ext: Extents, lat: NDArray, lon: NDArray
+) -> None:
+    """Give features ``which`` an aeqd on their centroid (``lat``, ``lon``), or on the pole they wrap around."""
+    for i in which.tolist():  # one aeqd per centre (features with the same centre share it)
+        if ext.east[i] - ext.west[i] > 180.0:  # around a pole (Antarctica): centre on it
             pole = 90.0 if abs(ext.north[i]) >= abs(ext.south[i]) else -90.0
-            out.append(LocalCrs("aeqd", lat_0=pole, lon_0=0.0))
+            key = LocalCrs("aeqd", lat_0=pole, lon_0=0.0)
         else:
-            lat0 = float(np.clip(centroid_lat[i], -90.0, 90.0))
-            out.append(LocalCrs("aeqd", lat_0=round(lat0, 9), lon_0=round(float(wrap_lon(centroid_lon[i])), 9)))
-    return out
+            key = LocalCrs("aeqd", lat_0=round(float(lat[i]), 9), lon_0=round(float(lon[i]), 9))
+        code[i] = crs.setdefault(key, 1000 + len(crs))
 
 
 def check_lonlat_crs(crs: CRS) -> tuple[float, float]:
@@ -181,8 +273,39 @@ def transformer(step: str, a: float, b: float) -> Transformer:
 
 def project(geoms: Geoms, tr: Transformer, inverse: bool = False) -> Geoms:
     """Return ``geoms`` transformed by ``tr`` (vectorised over all coordinates)."""
+    return project_grouped(geoms, np.zeros(len(geoms), dtype=np.intp), [tr], inverse)
+
+
+def project_grouped(
+    geoms: Geoms, index: NDArray[np.intp], transformers: Sequence[Transformer], inverse: bool = False
+) -> Geoms:
+    """Return ``geoms[i]`` transformed by ``transformers[index[i]]``: one shapely pass, one PROJ call per run
+    of equal ``index`` values (sort the features by ``index`` first for one call per transformer).
+
+    Forward (lon/lat -> metres), non-finite results raise ``InvalidGeometry`` (|lat| > 90?).
+    """
+    if not len(geoms):
+        return geoms.copy()
     direction = "INVERSE" if inverse else "FORWARD"
-    out = shapely.transform(geoms, lambda x, y: tr.transform(x, y, direction=direction), interleaved=False)
-    if not inverse and not np.isfinite(shapely.get_coordinates(out)).all():
-        raise InvalidGeometry("coordinates outside the valid lon/lat range (|lat| > 90?)", field="input")
-    return out
+    if index[0] == index[-1] and (len(index) < 3 or (index == index[0]).all()):  # one transformer
+        tr = transformers[index[0]]
+
+        def one(x: NDArray[np.float64], y: NDArray[np.float64]) -> tuple[NDArray, NDArray]:
+            x, y = tr.transform(x, y, direction=direction)
+            if not inverse and not (np.isfinite(x).all() and np.isfinite(y).all()):
+                raise InvalidGeometry("coordinates outside the valid lon/lat range (|lat| > 90?)", field="input")
+            return x, y
+
+        return shapely.transform(geoms, one, interleaved=False)
+    cut = np.concatenate([[0], np.flatnonzero(index[1:] != index[:-1]) + 1, [len(index)]])
+    ends = np.concatenate([[0], np.cumsum(shapely.get_num_coordinates(geoms))])[cut]
+
+    def apply(xy: NDArray[np.float64]) -> NDArray[np.float64]:
+        out = np.empty_like(xy)
+        for k, s, e in zip(index[cut[:-1]], ends[:-1], ends[1:], strict=True):
+            out[s:e, 0], out[s:e, 1] = transformers[k].transform(xy[s:e, 0], xy[s:e, 1], direction=direction)
+        if not inverse and not np.isfinite(out).all():
+            raise InvalidGeometry("coordinates outside the valid lon/lat range (|lat| > 90?)", field="input")
+        return out
+
+    return shapely.transform(geoms, apply)
