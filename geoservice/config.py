@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     # Access tokens are short-lived JWTs; refresh tokens rotate on every use.
     access_token_ttl_s: int = 900
     refresh_token_ttl_s: int = 30 * 24 * 3600
+    # iServer tokens travel in URLs (?token=): their lifetime is capped (minutes; iServer's own default: 60).
+    iserver_token_max_minutes: int = Field(default=12 * 60, ge=1, le=7 * 24 * 60)
     # Open registration lets anyone create an account (role below); otherwise only admins create users.
     registration_open: bool = False
     default_role: str = "analyst"

@@ -32,7 +32,7 @@ class ListDatasetsArgs(StrictModel):
 
     name_contains: str | None = Field(default=None, max_length=255, description="case-insensitive part of the name")
     limit: int = Field(default=20, ge=1, le=100)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
 class DatasetArgs(StrictModel):

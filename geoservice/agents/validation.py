@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from geoservice.agents.tools import ToolSpec
 from geoservice.errors import InvalidInput
+from geoservice.text import find_bad_text
 
 UNITS = "m, km, mi, ft, nmi, degrees"
 DISTANCE_HINT = 'give a distance with its unit, e.g. {"value": 500, "unit": "m"} (units: ' + UNITS + ")"
@@ -32,6 +33,9 @@ def validate_args(spec: ToolSpec, args: Any) -> BaseModel:
     """Return ``args`` parsed with the tool's params model, or raise a 422 naming the argument."""
     if not isinstance(args, dict):
         raise InvalidInput(f"arguments: {spec.name} takes a JSON object of named arguments", field="arguments")
+    bad = find_bad_text(args)
+    if bad:
+        raise InvalidInput(f"{spec.name}: {bad[0]}: {bad[1]}", field=bad[0])
     validator = _validator(orjson.dumps(spec.input_schema, option=orjson.OPT_SORT_KEYS))
     problems = [_describe(e) for e in validator.iter_errors(args)]
     if problems:

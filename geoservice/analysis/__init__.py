@@ -55,9 +55,10 @@ OPERATIONS: Registry = (
     .with_operation(Operation("reproject", "Reproject a layer to another CRS", ReprojectParams, ("input",),
                               _run_reproject, chunking="map"))
     .with_operation(Operation("buffer", "Buffer features by a distance with units", BufferParams, ("input",),
-                              _run_buffer))
+                              _run_buffer, field_refs=(("dissolve_by", "input"),)))
     .with_operation(Operation("overlay", "Overlay a layer with polygons (intersect, clip, erase, identity, union, "
-                              "update, xor)", OverlayParams, ("input", "overlay"), _run_overlay))
+                              "update, xor)", OverlayParams, ("input", "overlay"), _run_overlay,
+                              field_refs=(("input_fields", "input"), ("overlay_fields", "overlay"))))
 )
 
 __all__ = ["OPERATIONS", "AnalysisOutput", "Operation", "ProgressFn", "Registry", "summarised"]

@@ -43,6 +43,8 @@ from geoservice.errors import InvalidInput
 #: 10 degrees for ``unit="degrees"`` (about 1,100 km at the equator).
 MAX_DISTANCE_M = 1_000_000.0
 MAX_DISTANCE_DEG = 10.0
+#: a planar distance in a projected CRS's units: half the Earth's circumference
+MAX_CRS_DISTANCE_M = 20_000_000.0
 CHUNK_SIZE = 2_000
 LINE_TYPES = ("LineString", "MultiLineString", "LinearRing")
 
@@ -227,6 +229,8 @@ def _strategy(crs: CRS | None, params: BufferParams) -> tuple[str, Any]:
     def planar(d: float) -> Any:
         return lambda g: buffer_planar(g, d, **style)
 
+    if dist.unit is LengthUnit.crs and crs is not None:
+        _check_crs_units(dist.value, crs)
     if dist.unit is LengthUnit.crs or crs is None:
         op = planar(dist.value)
         return "planar-crs-units", lambda g: (op(g), "planar-crs-units", np.nan)
@@ -254,6 +258,21 @@ def _strategy(crs: CRS | None, params: BufferParams) -> tuple[str, Any]:
     factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
     op = planar(dist.metres() / factor)
     return "projected", lambda g: (op(g), "projected", np.nan)
+
+
+def _check_crs_units(value: float, crs: CRS) -> None:
+    """A distance in the CRS's own units (iServer's geometry routes) is planar, so it may be as large as the
+    CRS is wide: up to 180 degrees in lon/lat (beyond, the buffer covers more than the Earth), and up to
+    Earth's half circumference (20,000 km) in a projected CRS."""
+    if crs.is_geographic:
+        if abs(value) > 180.0:
+            raise InvalidInput(f"distance: {value:g} degrees is larger than the Earth (at most 180 degrees in "
+                               "lon/lat)", field="distance")
+        return
+    factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+    if abs(value * factor) > MAX_CRS_DISTANCE_M:
+        raise InvalidInput(f"distance: {value:g} CRS units ({value * factor:.4g} m) is larger than the Earth "
+                           f"(at most {MAX_CRS_DISTANCE_M / 1000:,.0f} km)", field="distance")
 
 
 def _assemble(gdf: GeoDataFrame, geom_col: str, crs: CRS | None, results: np.ndarray, keep: np.ndarray,

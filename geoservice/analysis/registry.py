@@ -21,6 +21,8 @@ class Operation:
 
     ``chunking="map"`` says the operation maps each input feature to at most one output feature on its own
     (no feature depends on another), so a large input may run as chunks over many workers (issue #11).
+    ``field_refs`` names the settings that name attributes of an input (``("dissolve_by", "input")``), so a
+    request naming an attribute the input lacks is refused when it is submitted, not when it runs.
     """
 
     name: str
@@ -29,6 +31,7 @@ class Operation:
     inputs: tuple[str, ...]
     run: Runner
     chunking: str | None = None
+    field_refs: tuple[tuple[str, str], ...] = ()
 
 
 class Registry(Mapping[str, Operation]):

@@ -141,6 +141,20 @@ def _refuse(mask: np.ndarray, labels: list[Any], problem: str) -> None:
         raise InvalidGeometry(f"{_where(label)}: {problem}{_more(len(bad))}", field=_where(label), feature=label)
 
 
+def check_coordinates(gdf: GeoDataFrame, labels: Sequence[Any] | None = None) -> None:
+    """Refuse non-finite coordinates, and latitudes beyond ±90 (longitudes beyond ±540) in a geographic CRS.
+
+    Raises:
+        InvalidGeometry: naming the first feature (``labels``, default its position).
+    """
+    labels = list(range(len(gdf))) if labels is None else list(labels)
+    geoms = np.asarray(gdf.geometry.array, dtype=object)
+    xy, owner = shapely.get_coordinates(geoms, return_index=True)
+    _check_finite(geoms, xy, owner, labels)
+    if gdf.crs is not None and gdf.crs.is_geographic:
+        _check_lonlat(xy, owner, labels, gdf.crs)
+
+
 def _check_finite(geoms: np.ndarray, xy: np.ndarray, owner: np.ndarray, labels: list[Any]) -> None:
     rows = ~np.isfinite(xy).all(axis=1)
     bad = set(owner[rows].tolist())

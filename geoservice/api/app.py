@@ -18,6 +18,7 @@ from geoservice import __version__
 from geoservice.agents.mcp_http import McpEndpoint, agent_layer
 from geoservice.agents.tool_runs import AgentRuntime
 from geoservice.api.errors import add_exception_handlers
+from geoservice.api.input_guard import InputGuardMiddleware
 from geoservice.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from geoservice.api.routers import api_router, health
 from geoservice.api.routers import auth as auth_routes
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     add_exception_handlers(app)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(InputGuardMiddleware)  # inside the body limit: it reads JSON bodies whole
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes)
     app.include_router(health.router)
     app.include_router(api_router, prefix="/api/v1")

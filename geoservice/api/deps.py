@@ -61,11 +61,16 @@ def get_session(request: Request, _slot: Annotated[None, Depends(db_slot)]) -> I
 
 
 def _credential(request: Request) -> str | None:
-    """The caller's token or API key: ``Authorization: Bearer``, ``X-API-Key``, or iServer's ``token``."""
+    """The caller's token or API key: ``Authorization: Bearer``, ``X-API-Key``, or iServer's ``token``.
+
+    A token in the URL (``?token=``) is accepted on the SuperMap surface only, where iServer clients put it;
+    URLs end up in logs and browser histories (the logs redact it: ``geoservice.logging``).
+    """
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
-    return request.headers.get("x-api-key") or request.query_params.get("token") or request.headers.get("token")
+    in_url = request.query_params.get("token") if request.url.path.startswith("/iserver/") else None
+    return request.headers.get("x-api-key") or in_url or request.headers.get("token")
 
 
 def get_principal(request: Request, session: Annotated[Session, Depends(get_session, scope="function")]) -> Principal:

@@ -42,7 +42,20 @@ class BodyLimitMiddleware:
                     raise PayloadTooLarge(f"request body exceeds the limit of {self.limit} bytes", field="body")
             return message
 
-        await self.app(scope, limited_receive, send)
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except PayloadTooLarge:
+            # raised while a middleware read the body (the input guard does), before any route handled it
+            if started:
+                raise
+            await _send_413(send, self.limit)
 
 
 async def _send_413(send: Send, limit: int) -> None:

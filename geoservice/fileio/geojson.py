@@ -159,7 +159,8 @@ class _GeometryCheck:
         return [self.polygon(p, path, f"polygon {n}", dims) for n, p in enumerate(self.array(coords, path, "polygons"))]
 
     def array(self, value: Any, path: str, what: str) -> list[Any]:
-        if not isinstance(value, list):
+        # (a tuple is no JSON type, but Python callers pass ``shapely.geometry.mapping`` output)
+        if not isinstance(value, list | tuple):
             raise self.fail(path, f"coordinates: expected an array of {what}, got {json_type(value)}")
         if not value:
             self.has_empty = True
@@ -197,10 +198,10 @@ class _GeometryCheck:
         return array if array is not None else np.empty((0, 2))
 
     def position(self, pos: Any, path: str, label: str) -> None:
-        if type(pos) is not list or not 2 <= len(pos) <= 3:
+        if type(pos) not in (list, tuple) or not 2 <= len(pos) <= 3:
             what = (
                 f"has {len(pos)} number{'' if len(pos) == 1 else 's'}"
-                if type(pos) is list
+                if type(pos) in (list, tuple)
                 else f"is a JSON {json_type(pos)}"
             )
             raise self.fail(path, f"{label} {what} (expected [x, y] or [x, y, z])")

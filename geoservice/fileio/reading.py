@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from geopandas import GeoDataFrame
 from pyproj import CRS
@@ -12,6 +13,7 @@ from pyproj import CRS
 from geoservice.analysis.crs import crs_label, parse_crs
 from geoservice.analysis.errors import MissingCRS
 from geoservice.errors import InvalidInput
+from geoservice.text import bad_text
 
 USE_ARROW = importlib.util.find_spec("pyarrow") is not None
 
@@ -60,3 +62,12 @@ def resolve_crs(declared: CRS | None, given: str | None, *, source: str, hint: s
 def without_path(message: str, path: Path, filename: str) -> str:
     """Keep server paths (the upload's temporary location) out of messages sent to the client."""
     return message.replace(str(path), filename).replace(f"{path.parent}/", "")
+
+
+def safe_upload_name(raw: str) -> str:
+    """An uploaded file's own name, safe to create in a temporary folder (its extension tells the format)."""
+    name = PurePosixPath(raw.replace("\\", "/")).name
+    if name in ("", ".", "..") or bad_text(name):
+        raise InvalidInput(f"file: {raw!r} is not a usable file name; send the file under its own name "
+                           "(e.g. countries.gpkg)", field="file")
+    return re.sub(r"[^\w.\-]", "_", name)

@@ -7,6 +7,7 @@ values are bound parameters compared as JSONB of the same JSON type, never splic
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,8 @@ def parse_bbox(raw: str) -> list[float]:
         values = []
     if len(values) != 4 or values[0] > values[2] or values[1] > values[3]:
         raise InvalidInput("bbox: expected minx,miny,maxx,maxy with min <= max", field="bbox")
+    if not all(math.isfinite(v) for v in values):
+        raise InvalidInput("bbox: every coordinate must be a finite number (not NaN or Infinity)", field="bbox")
     return values
 
 

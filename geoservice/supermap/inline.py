@@ -25,6 +25,7 @@ from geoservice.analysis.base import AnalysisOutput, layer
 from geoservice.analysis.crs import parse_crs
 from geoservice.analysis.overlay import keep_dimension
 from geoservice.analysis.request import AnalysisRequest, InputRef, request_of
+from geoservice.analysis.validation import check_coordinates
 from geoservice.errors import BadRequest, GeoserviceError
 from geoservice.iserver.decode import Decoded, epsg_of, from_supermap
 from geoservice.iserver.results import geometry_json, geometry_result
@@ -95,6 +96,16 @@ def _settings(analysis_type: str, values: dict[str, Any], what: str) -> Any:
         raise BadRequest(f"{what}: {message}") from None
 
 
+def _checked(gdf: GeoDataFrame, where: str) -> GeoDataFrame:
+    """The decoded geometries, refused (400) when a coordinate is not finite or, in a geographic CRS, beyond
+    the Earth (a latitude of 95 degrees)."""
+    try:
+        check_coordinates(gdf)
+    except GeoserviceError as exc:
+        raise BadRequest(f"{where}: {exc.detail}") from None
+    return gdf
+
+
 def _op(name: str) -> Any:
     return analyses.registry("")[name]
 
@@ -126,7 +137,7 @@ def geometry_buffer(body: Any, *, honour_radius_unit: bool) -> GeometryRun:
             settings["right_distance"] = {"value": spec.right * scale, "unit": unit}
     request = request_of(_op("buffer"), _settings("buffer", settings, "buffer distance"),
                          {"input": _ref([source.geom], source.epsg)})
-    layers = {"input": layer([source.geom], crs)}
+    layers = {"input": _checked(layer([source.geom], crs), "sourceGeometry")}
     message = "; ".join(notes) or None
 
     def render(output: AnalysisOutput) -> Any:
@@ -182,6 +193,10 @@ def _overlay_run(op: str, tolerance: float | None, pairs: list[_Pair], operates:
     request = request_of(_op("overlay"), settings, {"input": _ref(sources, epsg),
                                                     "overlay": _ref([d.geom for d in operates], epsg)})
     layers = {"input": layer(sources, None), "overlay": layer([d.geom for d in operates], None)}
+    for pair in pairs:  # planar in coordinate units, but a geographic CRS still bounds the coordinates
+        crs = crs_of(pair.epsg, "prjCoordSys.epsgCode")
+        if crs is not None and crs.is_geographic:
+            _checked(layer([pair.source.geom, pair.operate.geom], crs), "sourceGeometry")
 
     def per_pair(output: AnalysisOutput) -> Any:
         gdf = output.gdf
@@ -295,7 +310,7 @@ def coordtransfer(body: Any) -> GeometryRun:
         geoms = [from_supermap(g, f"sourceGeometries[{i}]").geom for i, g in enumerate(geometries)]
         ids = [g.get("id") if isinstance(g.get("id"), int) else i for i, g in enumerate(geometries)]
     request = request_of(_op("reproject"), {"target_crs": target}, {"input": _ref(geoms, source)})
-    layers = {"input": layer(geoms, src_crs)}
+    layers = {"input": _checked(layer(geoms, src_crs), "sourcePoints" if points is not None else "sourceGeometries")}
 
     def render(output: AnalysisOutput) -> list[dict[str, Any] | None]:
         return [geometry_json(g, target, gid=gid) for g, gid in zip(output.gdf.geometry, ids, strict=True)]

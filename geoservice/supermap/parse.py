@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from geoservice.errors import BadRequest
+from geoservice.text import find_bad_text
 
 #: One lexical piece of the JSON-like text: a double- or single-quoted string, a number (``1e-10`` must not
 #: read as ``1`` and the word ``e``), a bare word, a run of anything else (punctuation, signs, spaces), or a
@@ -32,6 +33,8 @@ _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
 _KEY_FOLLOWS = re.compile(r"\s*:")
 _LITERALS = {"true", "false", "null"}
 _NON_FINITE = {"NaN", "Infinity", "undefined"}  # what JavaScript may leave in hand-built bodies
+#: Text that may decode to characters PostgreSQL cannot store (NUL, lone surrogates; also %-escaped).
+_SUSPECT = re.compile(r"\x00|\\u0000|\\u[dD][89a-fA-F]|%00|[\ud800-\udfff]")
 
 
 def parse_body(raw: bytes, content_type: str | None) -> Any:
@@ -58,8 +61,13 @@ def parse_body(raw: bytes, content_type: str | None) -> Any:
     try:
         value = orjson.loads(text)  # strict JSON: the fast path (iserver-cli, curl)
     except orjson.JSONDecodeError:
-        return _lenient(text, escaped)
-    return unescape_values(value) if escaped else value
+        value = _lenient(text, escaped)
+    else:
+        value = unescape_values(value) if escaped else value
+    found = find_bad_text(value) if _SUSPECT.search(text) else None  # (walk big bodies only when needed)
+    if found:
+        raise BadRequest(f"{found[0]}: {found[1]}")
+    return value
 
 
 def _is_json(content_type: str | None) -> bool:

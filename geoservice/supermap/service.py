@@ -46,7 +46,8 @@ def request_record(service: str, resource: str, query: dict[str, str], body: Any
 def run_geometry(session: Session, settings: Settings, principal: Principal, run: GeometryRun,
                  record: dict[str, Any]) -> analyses.InlineRun:
     """Run a translated geometry request in this process; record it as a successful task (flushes)."""
-    prepared = analyses.prepare(session, principal, run.analysis_type, run.request, plugins=settings.analysis_plugins)
+    prepared = analyses.prepare(session, principal, run.analysis_type, run.request, plugins=settings.analysis_plugins,
+                                layers=run.layers)
     done = analyses.run_inline(session, settings, principal, prepared, layers=run.layers, store=False,
                                name=f"SuperMap {record['resource']}",
                                description="SuperMap iServer request computed in the API process",

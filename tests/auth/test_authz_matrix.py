@@ -43,8 +43,6 @@ PUBLIC = {
     ("POST", "/api/v1/auth/register"),  # closed unless registration is open, or for admins (test_registration)
     ("POST", "/api/v1/auth/token"), ("POST", "/api/v1/auth/refresh"),
     ("POST", "/iserver/services/security/tokens"), ("POST", "/iserver/services/security/tokens.json"),
-    # iServer's service directory is public, as on a real iServer (it names the services, holds no data).
-    *(("GET", f"/iserver/services{suffix}") for suffix in SUFFIXES),
 }
 
 

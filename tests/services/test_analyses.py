@@ -55,7 +55,7 @@ def test_prepare_names_the_field_for_each_kind_of_problem(factory: Any, me: Any,
     assert e.value.field == "analysis_type"
     with pytest.raises(InvalidInput) as e:
         prepare(factory, me, "buffer", {"input": {"dataset_id": squares["id"]}, "distance": 5})
-    assert e.value.field == "parameters" and "unit" in e.value.detail
+    assert e.value.field == "parameters.distance" and "unit" in e.value.detail
     with pytest.raises(InvalidInput) as e:  # the agents' prefix: the argument itself
         prepare(factory, me, "buffer", {"input": {"dataset_id": squares["id"]}, "distance": {"value": 5, "unit": "x"}},
                 field_prefix="")

@@ -78,18 +78,18 @@ def test_create_child_then_get(client: TestClient):
 
 
 def test_honour_radius_unit_opt_in(client: TestClient, pg):
-    body = {**BUFFER, "analystParameter": {**BUFFER["analystParameter"], "leftDistance": {"value": 500},
+    body = {**BUFFER, "analystParameter": {**BUFFER["analystParameter"], "leftDistance": {"value": 50},
                                             "radiusUnit": "METER"}}
     degrees = client.post(SERVICE + "/geometry/buffer.json?returnContent=true", json=body).json()
     metres = client.post(SERVICE + "/geometry/buffer.json?returnContent=true&honourRadiusUnit=true", json=body).json()
     deg_geom, m_geom = from_result(degrees["resultGeometry"]), from_result(metres["resultGeometry"])
-    assert deg_geom.bounds[2] - deg_geom.bounds[0] == pytest.approx(1000, rel=1e-6)  # 500 "degrees" of radius
+    assert deg_geom.bounds[2] - deg_geom.bounds[0] == pytest.approx(100, rel=1e-6)  # 50 "degrees" of radius
     area = pg.execute("SELECT ST_Area(ST_GeomFromText(%s, 4326)::geography)", (m_geom.wkt,)).fetchone()[0]
-    n = 4 * 5  # semicircleLineSegment 10: 5 segments per quarter circle, a 20-gon inscribed in 500 m
-    assert area == pytest.approx(n / 2 * 500**2 * math.sin(2 * math.pi / n), rel=2e-3)
+    n = 4 * 5  # semicircleLineSegment 10: 5 segments per quarter circle, a 20-gon inscribed in 50 m
+    assert area == pytest.approx(n / 2 * 50**2 * math.sin(2 * math.pi / n), rel=2e-3)
     assert metres["resultGeometry"]["prjCoordSys"] == {"epsgCode": 4326}
     kilometres = client.post(SERVICE + "/geometry/buffer.json?returnContent=true&honourRadiusUnit=true", json={
-        **body, "analystParameter": {**body["analystParameter"], "leftDistance": {"value": 0.5},
+        **body, "analystParameter": {**body["analystParameter"], "leftDistance": {"value": 0.05},
                                      "radiusUnit": "KILOMETER"}}).json()
     assert from_result(kilometres["resultGeometry"]).area == pytest.approx(m_geom.area, rel=1e-9)
 

@@ -31,7 +31,7 @@ from geoservice.api.schemas.agents import (
     InvocationRead,
     InvocationResult,
 )
-from geoservice.api.schemas.common import Page
+from geoservice.api.schemas.common import MAX_OFFSET, Page
 from geoservice.db.models import AgentSession
 from geoservice.db.repositories import agents as repo
 from geoservice.errors import InvalidInput
@@ -94,7 +94,7 @@ def create_session(body: AgentSessionCreate, request: Request, response: Respons
 @router.get("/sessions", response_model=Page[AgentSessionRead])
 def list_sessions(request: Request, session: SessionDep, principal: CurrentUser, settings: SettingsDep,
                   limit: Annotated[int | None, Query(ge=1)] = None,
-                  offset: Annotated[int, Query(ge=0)] = 0) -> Page[AgentSessionRead]:
+                  offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> Page[AgentSessionRead]:
     """Your agent sessions, newest first."""
     limit = min(limit or settings.page_size_default, settings.page_size_max)
     rows, total = repo.list_sessions(session, principal.user_id, limit=limit, offset=offset)
@@ -118,7 +118,7 @@ def close_session(request: Request, session_id: uuid.UUID, session: SessionDep,
 @router.get("/sessions/{session_id}/invocations", response_model=Page[InvocationRead])
 def list_invocations(session_id: uuid.UUID, session: SessionDep, principal: CurrentUser, settings: SettingsDep,
                      limit: Annotated[int | None, Query(ge=1)] = None,
-                     offset: Annotated[int, Query(ge=0)] = 0) -> Page[InvocationRead]:
+                     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> Page[InvocationRead]:
     """The session's tool calls, oldest first."""
     service.get_session(session, session_id, principal)
     limit = min(limit or settings.page_size_default, settings.page_size_max)

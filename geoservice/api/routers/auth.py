@@ -90,10 +90,12 @@ async def iserver_token(request: Request, session: SessionDep, settings: Setting
     if not isinstance(body, dict) or not body.get("userName") or not body.get("password"):
         raise InvalidInput("userName and password are required", field="userName")
     minutes = body.get("expiration")
+    longest = settings.iserver_token_max_minutes
     if minutes is None:
-        minutes = 60
-    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 1 <= minutes <= 7 * 24 * 60:
-        raise InvalidInput("expiration: minutes between 1 and 10080", field="expiration")
+        minutes = min(60, longest)
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 1 <= minutes <= longest:
+        raise InvalidInput(f"expiration: minutes between 1 and {longest} (GEOSERVICE_ISERVER_TOKEN_MAX_MINUTES)",
+                           field="expiration")
     user = auth.authenticate(session, request.state.redis, settings, str(body["userName"]), str(body["password"]),
                              info)
     token, _ = security.create_access_token(settings, user.id, ttl_s=int(minutes * 60))

@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile
 
 from geoservice.analysis.reproject import Reprojection
 from geoservice.api.deps import CurrentUser, RequestInfoDep, SessionDep, SessionmakerDep, SettingsDep
-from geoservice.api.schemas.common import Page
+from geoservice.api.schemas.common import MAX_OFFSET, Page
 from geoservice.api.schemas.datasets import DatasetCreated, DatasetRead, DatasetUpdate, ShareCreate, ShareRead
 from geoservice.db import gis_io
 from geoservice.db.engine import transaction
@@ -28,10 +28,12 @@ from geoservice.db.models import Dataset
 from geoservice.db.repositories import datasets as repo
 from geoservice.errors import BadRequest, InvalidInput, UnsupportedMediaType
 from geoservice.fileio import readers, writers
+from geoservice.fileio.reading import safe_upload_name
 from geoservice.services import auth as auth_service
 from geoservice.services import datasets as service
 from geoservice.services import features as fq
 from geoservice.services.access import dataset_visible
+from geoservice.text import bad_text
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -121,7 +123,11 @@ async def _from_upload(request: Request, session: Any, owner: uuid.UUID, max_unp
     if not isinstance(upload, UploadFile) or not upload.filename:
         raise InvalidInput("file: a multipart field 'file' with a filename is required", field="file")
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    filename = Path(upload.filename).name
+    for key, value in fields.items():
+        problem = bad_text(value) or bad_text(key)
+        if problem:
+            raise InvalidInput(f"{key}: {problem}", field=key)
+    filename = safe_upload_name(upload.filename)
     name = fields.get("name") or Path(filename).stem
     make_valid = _bool(fields.get("make_valid", request.query_params.get("make_valid")), "make_valid")
 
@@ -159,7 +165,7 @@ def list_datasets(
     principal: CurrentUser,
     settings: SettingsDep,
     limit: Annotated[int | None, Query(ge=1)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[DatasetRead]:
     """List the datasets you can read (yours, shared with you, public), newest first."""
     limit = min(limit or settings.page_size_default, settings.page_size_max)
@@ -233,7 +239,7 @@ def get_features(
     bbox: str | None = None,
     bbox_crs: Annotated[str | None, Query(alias="bbox-crs")] = None,
     limit: Annotated[int | None, Query(ge=1)] = None,
-    offset: Annotated[int | None, Query(ge=0)] = None,
+    offset: Annotated[int | None, Query(ge=0, le=MAX_OFFSET)] = None,
     cursor: Annotated[int | None, Query(description="return features with fid greater than this")] = None,
     properties: Annotated[str | None, Query(description="comma-separated property names to return")] = None,
     filter: Annotated[list[str] | None, Query(description="field=value, field>value, field~text (AND)")] = None,

@@ -253,8 +253,9 @@ def _child(resource: Callable[[dict[str, str]], str]) -> Callable[..., Any]:
 
 # --- the service directory -----------------------------------------------------------------------------
 
-def services_list(request: Request) -> Response:
-    """``/iserver/services.json``: the spatial analysis, data and geometry services (iserver-cli looks here)."""
+def services_list(request: Request, _principal: CurrentUser) -> Response:
+    """``/iserver/services.json``: the spatial analysis, data and geometry services (iserver-cli looks here).
+    It needs a login like every other route (a token as ``?token=`` or a ``token`` header)."""
     base = str(request.base_url).rstrip("/") + "/iserver/services"
     impl = "com.supermap.services.components.impl."
     entries = [("spatialanalyst-geoservice", "restjsr", impl + "SpatialAnalystImpl"),

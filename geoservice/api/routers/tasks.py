@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from geoservice.api.deps import CurrentUser, RequestInfoDep, SessionDep, SessionmakerDep, SettingsDep
-from geoservice.api.schemas.common import Page
+from geoservice.api.schemas.common import MAX_OFFSET, Page
 from geoservice.api.schemas.tasks import TASK_CREATE_SCHEMA, ResultRead, TaskEnvelope, TaskRead, TaskResults, task_body
 from geoservice.db.models import AnalysisTask, TaskStatus
 from geoservice.errors import Conflict
@@ -66,7 +66,7 @@ def list_tasks(
     analysis_type: str | None = None,
     scope: Annotated[Literal["own", "all"], Query(description="'all': every user's tasks (admins only)")] = "own",
     limit: Annotated[int | None, Query(ge=1)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> Page[TaskRead]:
     """List your tasks, newest first, optionally by status and type."""
     limit = min(limit or settings.page_size_default, settings.page_size_max)

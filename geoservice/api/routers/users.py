@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from geoservice.api.deps import CurrentUser, RequestInfoDep, SessionDep, SettingsDep
 from geoservice.api.routers.auth import user_read
-from geoservice.api.schemas.common import Page
+from geoservice.api.schemas.common import MAX_OFFSET, Page
 from geoservice.api.schemas.users import (
     ActivityRead,
     ApiKeyCreate,
@@ -116,7 +116,7 @@ def my_activity(session: SessionDep, principal: CurrentUser,
 
 @router.get("/users", response_model=Page[UserRead])
 def list_users(session: SessionDep, principal: CurrentUser, settings: SettingsDep,
-               limit: Annotated[int | None, Query(ge=1)] = None, offset: Annotated[int, Query(ge=0)] = 0
+               limit: Annotated[int | None, Query(ge=1)] = None, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0
                ) -> Page[UserRead]:
     principal.require_admin()
     limit = min(limit or settings.page_size_default, settings.page_size_max)

@@ -7,6 +7,8 @@ from typing import Generic, TypeVar
 from pydantic import BaseModel
 
 T = TypeVar("T")
+#: Largest list offset accepted (a larger one is a 422, not a database error).
+MAX_OFFSET = 2**31 - 1
 
 
 class Page(BaseModel, Generic[T]):  # noqa: UP046 (pydantic generic model, Python 3.11)

@@ -14,7 +14,8 @@ OGC API and the console) is an adapter that translates a request into these call
 """
 
 from geoservice.services.analyses.follow import Snapshot, follow, wait_final
-from geoservice.services.analyses.layers import inline_layer, load_layers
+from geoservice.services.analyses.inline_input import inline_layer
+from geoservice.services.analyses.layers import load_layers
 from geoservice.services.analyses.prepare import Prepared, prepare, registry
 from geoservice.services.analyses.running import (
     InlineRun,

@@ -29,7 +29,7 @@ from geoservice.db.repositories.chunks import ChunkClaim
 from geoservice.services import datasets as dataset_service
 from geoservice.services import selection
 from geoservice.services.analyses.chunked.plan import DISSOLVE, MAP, OVERLAY
-from geoservice.services.analyses.layers import inline_layer
+from geoservice.services.analyses.inline_input import inline_layer
 from geoservice.services.analyses.prepare import Prepared
 from geoservice.services.analyses.running import compute as run_operation
 
