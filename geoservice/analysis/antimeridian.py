@@ -48,8 +48,9 @@ def pole_points(transformers: Sequence[Transformer], aeqd: NDArray[np.bool_]) ->
     Only an aeqd can hold a pole inside a buffer; UTM CRSs (|lat| < 84 with the buffer) get NaN.
     """
     out = np.full((len(transformers), 2, 2), np.nan)
-    for k in np.flatnonzero(aeqd):
-        out[k] = [transformers[k].transform(0.0, lat) for lat in (90.0, -90.0)]
+    for k in np.flatnonzero(aeqd).tolist():
+        out[k, 0] = transformers[k].transform(0.0, 90.0)
+        out[k, 1] = transformers[k].transform(0.0, -90.0)
     return out
 
 
@@ -66,10 +67,11 @@ def to_lonlat(
     ``poles[index[i]]`` (``pole_points``); results are brought within 180 degrees of ``centre[i]`` first.
     """
     has_pole = np.zeros(len(buffered), dtype=bool)
-    near = np.flatnonzero(~np.isnan(poles[index, 0, 0]))
-    for j in (0, 1) if len(near) else ():
-        xy = poles[index[near], j]
-        has_pole[near] |= shapely.contains_xy(buffered[near], xy[:, 0], xy[:, 1])
+    xy = poles[index]  # (n, 2, 2); NaN where the CRS cannot reach a pole
+    near = np.flatnonzero(~np.isnan(xy[:, 0, 0]))
+    if len(near):
+        g, north, south = buffered[near], xy[near, 0], xy[near, 1]
+        has_pole[near] = shapely.contains_xy(g, *north.T) | shapely.contains_xy(g, *south.T)
     back = project_grouped(buffered, index, transformers, inverse=True)
     out = normalise_lon(back, centre, shapely.bounds(back))
     for i in np.flatnonzero(has_pole):

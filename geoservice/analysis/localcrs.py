@@ -68,8 +68,9 @@ class LocalResult:
 class _Batch:
     """Feature parts ready to project, sorted by local CRS: part ``i`` is in ``crs[index[i]]``.
 
-    ``order[i]`` is part i's position in ``get_parts`` order; ``owner`` its feature, ``seam`` whether it
-    touches the antimeridian or a pole, ``centre`` its centre longitude.
+    ``order[i]`` is part i's position in ``get_parts`` order (``slice(None)``: already in that order, one
+    CRS); ``owner`` is its feature, ``seam`` whether that touches the antimeridian or a pole, ``centre`` the
+    part's centre longitude.
     """
 
     parts: Geoms
@@ -79,7 +80,7 @@ class _Batch:
     index: NDArray[np.intp]
     crs: tuple[LocalCrs, ...]
     transformers: list[Transformer]
-    order: NDArray[np.intp]
+    order: NDArray[np.intp] | slice
 
 
 def apply_local(
@@ -121,7 +122,8 @@ def apply_local(
         return LocalResult(out, kinds, err)
     batch = _prepare(geoms[feat], distance_m, a, b)
     res, p_err, p_kind = _compute(batch, crs, distance_m, op, ring_op)
-    back = np.argsort(batch.order)  # to get_parts order: owners contiguous, parts in input order
+    # back to get_parts order: owners contiguous, parts in input order
+    back = np.argsort(batch.order) if isinstance(batch.order, np.ndarray) else batch.order
     _merge_parts(res[back], p_err[back], p_kind[back], batch.owner[back], feat, out, err, kinds)
     return LocalResult(out, kinds, err)
 
@@ -134,14 +136,19 @@ def _prepare(geoms: Geoms, distance_m: float, a: float, b: float) -> _Batch:
     # edges are straight in lon/lat (RFC 7946); densified, they stay (nearly) so in the local CRS
     # (features wrapping around a pole keep their raw longitudes: their edges are already short)
     local = ext.east - ext.west <= 180.0
-    parts[local] = normalise_lon(parts[local], centre[local], bounds[local])
+    if local.all():
+        parts = normalise_lon(parts, centre, bounds)
+    else:
+        parts[local] = normalise_lon(parts[local], centre[local], bounds[local])
     # a part whose whole extent is shorter than an edge limit has no edge to split (nor was it shifted)
-    diagonal = np.hypot(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
-    long = ~(diagonal <= 0.999 * MAX_EDGE_DEG)
-    parts[long] = shapely.segmentize(parts[long], MAX_EDGE_DEG)
+    long = ~(np.hypot(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]) <= 0.999 * MAX_EDGE_DEG)
+    if long.any():
+        parts[long] = shapely.segmentize(parts[long], MAX_EDGE_DEG)
     plans = choose(ext, distance_m, parts)
-    order = np.argsort(plans.index, kind="stable")
     trs = [transformer(c.proj_step(), a, b) for c in plans.crs]
+    if len(trs) == 1:
+        return _Batch(parts, owner, seam, centre, plans.index, plans.crs, trs, slice(None))
+    order = np.argsort(plans.index, kind="stable")
     return _Batch(parts[order], owner[order], seam[order], centre[order], plans.index[order], plans.crs, trs, order)
 
 
@@ -173,22 +180,21 @@ def _compute(
 
 def _scale_errors(utm: NDArray[np.bool_], proj: Geoms, result: Geoms) -> NDArray[np.float64]:
     """Return the scale error over each part's projected input and result together."""
-    b0, b1 = shapely.bounds(proj), shapely.bounds(result)
-    bounds = np.column_stack([np.fmin(b0[:, :2], b1[:, :2]), np.fmax(b0[:, 2:], b1[:, 2:])])
-    radius = np.zeros(len(proj))
-    if not utm.all():
-        radius[~utm] = np.maximum(_max_radius(proj[~utm]), _max_radius(result[~utm]))
+    n = len(proj)
+    b = shapely.bounds(np.concatenate([proj, result]))
+    bounds = np.column_stack([np.fmin(b[:n, :2], b[n:, :2]), np.fmax(b[:n, 2:], b[n:, 2:])])
+    radius = np.zeros(n)
+    if not utm.all():  # an aeqd's error grows with the distance from its centre
+        r = _max_radius(np.concatenate([proj[~utm], result[~utm]]))
+        radius[~utm] = np.maximum(r[: len(r) // 2], r[len(r) // 2 :])
     return scale_error(utm, bounds, radius)
 
 
 def _max_radius(geoms: Geoms) -> NDArray[np.float64]:
     """Return each geometry's largest vertex distance from the origin (0 for empty ones)."""
+    xy, idx = shapely.get_coordinates(geoms, return_index=True)
     out = np.zeros(len(geoms))
-    count = shapely.get_num_coordinates(geoms)
-    has = count > 0
-    if has.any():
-        xy = shapely.get_coordinates(geoms[has])
-        out[has] = np.maximum.reduceat(np.hypot(xy[:, 0], xy[:, 1]), np.cumsum(count[has]) - count[has])
+    np.maximum.at(out, idx, np.hypot(xy[:, 0], xy[:, 1]))
     return out
 
 
@@ -251,16 +257,21 @@ def _parts(geoms: Geoms) -> tuple[Geoms, NDArray[np.intp], NDArray[np.bool_], ND
     bounds = coord_bounds(parts)
     seam = np.zeros(len(geoms), dtype=bool)
     seam[owner[on_seam(bounds)]] = True
-    multi = np.flatnonzero(seam & (np.bincount(owner, minlength=len(geoms)) > 1))
-    if len(multi):
-        geoms = geoms.copy()
-        ext = lonlat_extents(geoms[multi])
-        multi, centre = multi[ext.east - ext.west <= 180.0], ext.centre[ext.east - ext.west <= 180.0]
-        norm = normalise_lon(geoms[multi], centre)  # seam vertices become bit-identical
-        geoms[multi] = [shapely.union_all(shapely.get_parts(g)) for g in norm]
-        parts, owner = shapely.get_parts(geoms, return_index=True)
-        bounds = coord_bounds(parts)
-    return parts, owner, seam[owner], bounds
+    count = np.bincount(owner, minlength=len(geoms))
+    multi = np.flatnonzero(seam & (count > 1))
+    if not len(multi):
+        return parts, owner, seam[owner], bounds
+    geoms = geoms.copy()
+    fb = None
+    if count.all():  # each feature's parts are one run: its bounds are theirs
+        start = np.cumsum(count) - count
+        fb = np.column_stack([np.fmin.reduceat(bounds[:, :2], start), np.fmax.reduceat(bounds[:, 2:], start)])[multi]
+    ext = lonlat_extents(geoms[multi], fb)
+    ok = ext.east - ext.west <= 180.0
+    norm = normalise_lon(geoms[multi[ok]], ext.centre[ok])  # seam vertices become bit-identical
+    geoms[multi[ok]] = [shapely.union_all(shapely.get_parts(g)) for g in norm]
+    parts, owner = shapely.get_parts(geoms, return_index=True)
+    return parts, owner, seam[owner], coord_bounds(parts)
 
 
 def _merge_parts(

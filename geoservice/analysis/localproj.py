@@ -90,11 +90,12 @@ def scale_error(utm: NDArray[np.bool_], proj_bounds: NDArray[np.float64], max_ra
         near = np.where((b[:, 0] <= 5e5) & (b[:, 2] >= 5e5), 0.0, off.min(axis=1))
         k = UTM_K0 * np.cosh(np.stack([near, off.max(axis=1)]) / (UTM_K0 * EARTH_RADIUS_M))
         out[utm] = np.abs(k - 1.0).max(axis=0)
-    if not utm.all():
+    if not utm.all():  # aeqd: distances from the centre are true, across them the scale is rho / sin(rho)
         rho = np.minimum(max_radius[~utm] / EARTH_RADIUS_M, np.pi)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            err = np.where(rho > 1e-12, rho / np.sin(rho) - 1.0, 0.0)
-        out[~utm] = np.where(np.isfinite(err), err, np.inf)
+        err = np.zeros(len(rho))
+        far = rho > 1e-12
+        err[far] = rho[far] / np.sin(rho[far]) - 1.0
+        out[~utm] = err
     return out
 
 
@@ -104,19 +105,22 @@ def wrap_lon(lon: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def coord_bounds(geoms: Geoms) -> NDArray[np.float64]:
-    """Return (n, 4) minx, miny, maxx, maxy over all vertices of each geometry (holes too; NaN if empty)."""
-    count = shapely.get_num_coordinates(geoms)
-    has = count > 0
-    if not has.all():
-        out = np.full((len(geoms), 4), np.nan)
+    """Return (n, 4) minx, miny, maxx, maxy over all vertices of each geometry (holes too; NaN if empty).
+
+    GEOS envelopes are exact for points, lines and polygons without holes (a polygon's is its shell's);
+    multi-part geometries and polygons with holes (invalid ones may have holes outside) go by vertices.
+    """
+    out = shapely.bounds(geoms)
+    slow = (shapely.get_type_id(geoms) > 3) | (shapely.get_num_interior_rings(geoms) > 0)
+    if slow.any():
+        count = shapely.get_num_coordinates(geoms[slow])
+        has = count > 0
         if has.any():
-            out[has] = coord_bounds(geoms[has])
-        return out
-    xy = shapely.get_coordinates(geoms)
-    start = np.cumsum(count) - count
-    return np.column_stack(
-        [np.minimum.reduceat(xy, start), np.maximum.reduceat(xy, start)] if len(start) else [np.empty((0, 4))]
-    )
+            xy = shapely.get_coordinates(geoms[slow])
+            start = (np.cumsum(count) - count)[has]
+            lo, hi = np.minimum.reduceat(xy, start), np.maximum.reduceat(xy, start)
+            out[np.flatnonzero(slow)[has]] = np.column_stack([lo, hi])
+    return out
 
 
 def lonlat_extents(geoms: Geoms, bounds: NDArray[np.float64] | None = None) -> Extents:
@@ -127,7 +131,7 @@ def lonlat_extents(geoms: Geoms, bounds: NDArray[np.float64] | None = None) -> E
     within [-180, 180) and narrower than 179 degrees take it from their ``bounds`` (``coord_bounds``).
     """
     b = coord_bounds(geoms) if bounds is None else bounds
-    hard = ~((b[:, 0] >= -180.0) & (b[:, 2] < 180.0) & (b[:, 2] - b[:, 0] < _NEAR_DEG) | np.isnan(b[:, 0]))
+    hard = (b[:, 0] < -180.0) | (b[:, 2] >= 180.0) | (b[:, 2] - b[:, 0] >= _NEAR_DEG)  # NaN (empty): False
     if hard.all():
         return _gap_extents(geoms)
     west = wrap_lon(b[:, 0])
@@ -165,21 +169,22 @@ def _gap_extents(geoms: Geoms) -> Extents:
 
 
 def normalise_lon(geoms: Geoms, centre: NDArray[np.float64], bounds: NDArray[np.float64] | None = None) -> Geoms:
-    """Return ``geoms`` with longitudes shifted by whole turns to lie within 180 degrees of ``centre``.
+    """Return copies whose longitudes are shifted by whole turns to lie within 180 degrees of ``centre``.
 
-    Features whose ``bounds`` (default: ``coord_bounds``) already lie within 179 degrees of their centre
-    are kept as they are (shifting them would change nothing).
+    Given their ``bounds``, features already within 179 degrees of their centre are kept as they are
+    (shifting them would change nothing).
     """
-    b = coord_bounds(geoms) if bounds is None else bounds
-    todo = (b[:, 2] - centre >= _NEAR_DEG) | (centre - b[:, 0] >= _NEAR_DEG)
-    if not todo.any():
+    todo = None if bounds is None else (bounds[:, 2] - centre >= _NEAR_DEG) | (centre - bounds[:, 0] >= _NEAR_DEG)
+    if todo is None or todo.all():
+        sel, c = geoms, centre
+    elif not todo.any():
         return geoms.copy()
-    every = todo.all()
-    sel, c = (geoms, centre) if every else (geoms[todo], centre[todo])
+    else:
+        sel, c = geoms[todo], centre[todo]
     coords, idx = shapely.get_coordinates(sel, return_index=True)
     coords[:, 0] += 360.0 * np.round((c[idx] - coords[:, 0]) / 360.0)
     shifted = shapely.set_coordinates(sel.copy(), coords)
-    if every:
+    if sel is geoms:
         return shifted
     out = geoms.copy()
     out[todo] = shifted
@@ -225,16 +230,16 @@ def choose(ext: Extents, distance_m: float, geoms: Geoms) -> Plans:
         lat, lon = lat.copy(), lon.copy()
         lat[need], lon[need] = shapely.get_y(cen), shapely.get_x(cen)
         south = np.where(need, lat < 0, south)
-    code = np.where(utm, 2 * zone + south, -1)
+    code = 2 * zone + south
+    if len(code) and utm.all() and (code[0] == code).all():  # the common case: everything in one UTM zone
+        z = int(code[0])
+        return Plans((LocalCrs("utm", zone=z // 2, south=bool(z % 2)),), np.zeros(len(code), dtype=np.intp))
+    code[~utm] = -1
     crs = {LocalCrs("utm", zone=z // 2, south=bool(z % 2)): z for z in sorted(set(code[utm].tolist()))}
-    other = np.flatnonzero(~utm)
-    if len(other):
-        _add_aeqd(crs, code, other, ext, np.clip(lat, -90.0, 90.0), wrap_lon(lon))
-    if len(crs) == 1:  # the common case: everything in one UTM zone
-        return Plans(tuple(crs), np.zeros(len(code), dtype=np.intp))
-    by_code = {v: k for k, v in crs.items()}
-    codes, index = np.unique(code, return_inverse=True)
-    return Plans(tuple(by_code[int(c)] for c in codes), index.reshape(-1))
+    _add_aeqd(crs, code, np.flatnonzero(~utm), ext, np.clip(lat, -90.0, 90.0), wrap_lon(lon))
+    by_code = sorted((v, k) for k, v in crs.items())  # UTM zones first, then aeqds in order of appearance
+    codes = np.array([v for v, _ in by_code])
+    return Plans(tuple(k for _, k in by_code), np.searchsorted(codes, code))
 
 
 def _add_aeqd(

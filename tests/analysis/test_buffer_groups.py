@@ -224,3 +224,10 @@ def test_point_buffers_are_geodesic_rings(radius: float) -> None:
         on_ring = np.abs(dist / radius - 1) <= tol + 1e-6 / radius
         # the circle's 4 * quad_segs vertices, but for the two due north and south of a point on +-180
         assert np.unique(np.round(xy[on_ring], 9), axis=0).shape[0] >= 30, (pt, err)
+
+
+def test_multipart_feature_eroded_away_is_dropped() -> None:
+    """A multi-part feature whose every part vanishes (last in its batch) is dropped, not an error."""
+    gdf = layer([shapely.box(10.0, 50.0, 10.1, 50.1), shapely.MultiPoint([(9.0, 50.0), (15.0, 50.0)])])
+    out = buffer(gdf, params(-100.0))
+    assert out.metadata["dropped_empty"] == 1 and list(out.gdf["id"]) == [0]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.supermap.conftest import SERVICE, LiveServer
+from tests.supermap.conftest import LiveServer
 
 
 def test_access_log_redacts_url_tokens(live_server: LiveServer, token: str) -> None:
