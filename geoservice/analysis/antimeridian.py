@@ -16,16 +16,11 @@ import shapely
 from numpy.typing import NDArray
 from pyproj import Transformer
 
-from geoservice.analysis.localproj import Geoms, coord_bounds, normalise_lon, project, project_grouped
+from geoservice.analysis.localproj import Geoms, normalise_lon, project, project_grouped
 
 #: Projected coordinates of features touching the antimeridian or a pole are snapped to this grid (metres)
 #: so that seams (parts split at +-180, edges along a pole) close up exactly instead of leaving slivers.
 SEAM_GRID_M = 1.0e-6
-
-
-def touches_seam(geoms: Geoms) -> NDArray[np.bool_]:
-    """Return which features have a vertex on the antimeridian or at a pole."""
-    return on_seam(coord_bounds(geoms))
 
 
 def on_seam(bounds: NDArray[np.float64]) -> NDArray[np.bool_]:

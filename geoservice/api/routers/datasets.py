@@ -33,7 +33,7 @@ from geoservice.services import auth as auth_service
 from geoservice.services import datasets as service
 from geoservice.services import features as fq
 from geoservice.services.access import dataset_visible
-from geoservice.text import bad_text
+from geoservice.text import find_bad_text
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -123,10 +123,9 @@ async def _from_upload(request: Request, session: Any, owner: uuid.UUID, max_unp
     if not isinstance(upload, UploadFile) or not upload.filename:
         raise InvalidInput("file: a multipart field 'file' with a filename is required", field="file")
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    for key, value in fields.items():
-        problem = bad_text(value) or bad_text(key)
-        if problem:
-            raise InvalidInput(f"{key}: {problem}", field=key)
+    found = find_bad_text(fields)
+    if found:
+        raise InvalidInput(f"{found[0]}: {found[1]}", field=found[0])
     filename = safe_upload_name(upload.filename)
     name = fields.get("name") or Path(filename).stem
     make_valid = _bool(fields.get("make_valid", request.query_params.get("make_valid")), "make_valid")

@@ -113,15 +113,3 @@ def delete(session: Session, dataset: Dataset) -> None:
                                  field="dataset_id") from exc
     session.delete(dataset)
     session.flush()
-
-
-def postgis_summary(session: Session, dataset_id: uuid.UUID) -> tuple[int, list[float] | None]:
-    """Return the feature count and extent computed by PostGIS itself."""
-    row = session.execute(
-        text(
-            "SELECT n, ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
-            "(SELECT count(*) AS n, ST_Extent(geometry) AS e FROM spatial_data WHERE dataset_id = :d) s"
-        ),
-        {"d": dataset_id},
-    ).one()
-    return int(row[0]), None if row[1] is None else [float(v) for v in row[1:]]
